@@ -1,0 +1,202 @@
+"""Vision backbones: timm ViTs that return the patch tokens of their second-to-last block.
+
+A backbone is one or two timm featurizers (two = "fused": DINOv2 + SigLIP or DINOv2 + CLIP). Each
+featurizer sees its own 3 channels of `pixel_values` ([B, 3 * n_featurizers, H, W], stacked in
+featurizer order) and the per-patch features are concatenated along the feature axis.
+
+We never patch timm: `VisionBackbone.forward` calls the public `forward_intermediates` API and stops
+after the block it needs. The only surgery is renaming LayerScale's parameter from timm's `gamma`
+to `scale_factor` (a child-module swap, same maths), because the official Hugging Face layout of
+OpenVLA stores it under that name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import LayerScale as TimmLayerScale
+
+from prismatic.util.registry import Registry
+
+
+@dataclass(frozen=True)
+class FeaturizerSpec:
+    timm_id: str
+    act_layer: str | None = None  # timm `act_layer` override (OpenAI CLIP was trained with quick_gelu)
+    force_crop_pct: float | None = None  # override timm's eval crop_pct (SigLIP's would crop 224 px inputs)
+    tiny: dict[str, Any] = field(default_factory=lambda: {"depth": 3, "embed_dim": 64, "num_heads": 4})
+
+
+@dataclass(frozen=True)
+class VisionBackboneSpec:
+    """A registered vision backbone: its featurizers and native image resolution."""
+
+    id: str
+    featurizers: tuple[FeaturizerSpec, ...]
+    image_size: int
+    default_resize_strategy: str = "resize-naive"
+
+    @property
+    def timm_model_ids(self) -> list[str]:
+        return [f.timm_id for f in self.featurizers]
+
+    @property
+    def act_layers(self) -> list[str | None]:
+        return [f.act_layer for f in self.featurizers]
+
+    def tiny_kwargs(self) -> list[dict[str, Any]]:
+        """Per-featurizer timm overrides for a test-sized model with the same structure."""
+        return [dict(f.tiny) for f in self.featurizers]
+
+
+VISION_BACKBONES: Registry[VisionBackboneSpec] = Registry("vision backbone", flag="vision_backbone_id")
+
+_DINO = FeaturizerSpec("vit_large_patch14_reg4_dinov2.lvd142m")
+_SIGLIP_224 = FeaturizerSpec(
+    "vit_so400m_patch14_siglip_224", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4}
+)
+_SIGLIP_384 = FeaturizerSpec(
+    "vit_so400m_patch14_siglip_384", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4}
+)
+_CLIP_224 = FeaturizerSpec("vit_large_patch14_clip_224.openai", act_layer="quick_gelu")
+_CLIP_336 = FeaturizerSpec("vit_large_patch14_clip_336.openai", act_layer="quick_gelu")
+
+for _spec in (
+    VisionBackboneSpec("dinov2-vit-l", (_DINO,), 224),
+    VisionBackboneSpec("siglip-vit-so400m", (_SIGLIP_224,), 224),
+    VisionBackboneSpec("siglip-vit-so400m-384px", (_SIGLIP_384,), 384),
+    VisionBackboneSpec("clip-vit-l", (_CLIP_224,), 224),
+    VisionBackboneSpec("clip-vit-l-336px", (_CLIP_336,), 336),
+    VisionBackboneSpec("in1k-vit-l", (FeaturizerSpec("vit_large_patch16_224.augreg_in21k_ft_in1k"),), 224),
+    VisionBackboneSpec("dinosiglip-vit-so-224px", (_DINO, _SIGLIP_224), 224),
+    VisionBackboneSpec("dinosiglip-vit-so-384px", (_DINO, _SIGLIP_384), 384),
+    VisionBackboneSpec("dinoclip-vit-l-336px", (_DINO, _CLIP_336), 336),
+):
+    VISION_BACKBONES.register(_spec.id, _spec)
+
+
+class LayerScale(nn.Module):
+    """timm's LayerScale with its parameter named `scale_factor` (the OpenVLA HF layout's name)."""
+
+    def __init__(self, dim: int, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.scale_factor = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(self.scale_factor) if self.inplace else x * self.scale_factor
+
+
+def _rename_layerscale(model: nn.Module) -> None:
+    for name, module in list(model.named_modules()):
+        if isinstance(module, TimmLayerScale):
+            new = LayerScale(module.gamma.shape[0], inplace=module.inplace).to(module.gamma.device)
+            with torch.no_grad():
+                if module.gamma.device.type != "meta":
+                    new.scale_factor.copy_(module.gamma)
+            model.set_submodule(name, new)
+
+
+def create_featurizer(
+    timm_id: str, image_size: int, act_layer: str | None = None, overrides: dict[str, Any] | None = None
+) -> nn.Module:
+    """Build one timm ViT without pretrained weights (weights come from our checkpoints)."""
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": image_size}
+    if act_layer is not None:
+        kwargs["act_layer"] = act_layer
+    kwargs.update(overrides or {})
+    try:
+        model = timm.create_model(timm_id, **kwargs)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown model names
+        raise ValueError(f"timm does not know the model {timm_id!r} ({e})") from e
+    _rename_layerscale(model)
+    return model
+
+
+class VisionBackbone(nn.Module):
+    """One or two ViT featurizers -> per-patch features [B, num_patches, embed_dim].
+
+    Attribute names (`featurizer`, `fused_featurizer`) match the official HF layout of OpenVLA.
+    """
+
+    def __init__(
+        self,
+        timm_model_ids: list[str],
+        image_sizes: list[int],
+        act_layers: list[str | None] | None = None,
+        timm_kwargs: list[dict[str, Any]] | None = None,
+        feature_block: int = -2,
+    ) -> None:
+        super().__init__()
+        n = len(timm_model_ids)
+        if n not in (1, 2):
+            raise ValueError(f"a vision backbone has 1 or 2 featurizers, got {n}: {timm_model_ids}")
+        act_layers = act_layers or [None] * n
+        timm_kwargs = timm_kwargs or [{}] * n
+        for name, value in (("image_sizes", image_sizes), ("act_layers", act_layers), ("timm_kwargs", timm_kwargs)):
+            if len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries but there are {n} featurizers")
+        self.featurizer = create_featurizer(timm_model_ids[0], image_sizes[0], act_layers[0], timm_kwargs[0])
+        self.fused_featurizer = (
+            create_featurizer(timm_model_ids[1], image_sizes[1], act_layers[1], timm_kwargs[1]) if n == 2 else None
+        )
+        self.feature_block = feature_block
+        self.image_size = image_sizes[0]
+        grids = {tuple(f.patch_embed.grid_size) for f in self.featurizers}
+        if len(grids) != 1:
+            raise ValueError(f"fused featurizers must produce the same patch grid, got {sorted(grids)}")
+
+    @property
+    def featurizers(self) -> list[nn.Module]:
+        return [self.featurizer] + ([self.fused_featurizer] if self.fused_featurizer is not None else [])
+
+    @property
+    def embed_dim(self) -> int:
+        return sum(f.embed_dim for f in self.featurizers)
+
+    @property
+    def num_patches(self) -> int:
+        return self.featurizer.patch_embed.num_patches
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * len(self.featurizers)
+
+    def _features(self, vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        index = len(vit.blocks) + self.feature_block if self.feature_block < 0 else self.feature_block
+        (patches,) = vit.forward_intermediates(
+            images, indices=[index], norm=False, stop_early=True, output_fmt="NLC", intermediates_only=True
+        )
+        return patches  # [B, num_patches, dim] (prefix tokens dropped)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values must have shape [batch, {expected[0]}, {expected[1]}, {expected[2]}] "
+                f"({len(self.featurizers)} featurizer(s) x 3 channels at {self.image_size} px), got "
+                f"{list(pixel_values.shape)}; build it with the model's image processor"
+            )
+        chunks = pixel_values.split(3, dim=1)
+        return torch.cat([self._features(vit, x) for vit, x in zip(self.featurizers, chunks)], dim=-1)
+
+
+def featurizer_preprocess(spec: VisionBackboneSpec, strategy: str, image_size: int | None = None):
+    """The per-featurizer preprocessing of a registered backbone (timm's mean/std/interpolation)."""
+    from prismatic.models.vision.transforms import FeaturizerPreprocess
+
+    size = image_size or spec.image_size
+    out = []
+    for f in spec.featurizers:
+        cfg = timm.models.get_pretrained_cfg(f.timm_id)
+        if cfg is None:
+            raise ValueError(f"timm has no pretrained config for {f.timm_id!r}")
+        crop_pct = f.force_crop_pct if f.force_crop_pct is not None else (cfg.crop_pct or 1.0)
+        out.append(
+            FeaturizerPreprocess.for_strategy(strategy, size, cfg.mean, cfg.std, cfg.interpolation, crop_pct)
+        )
+    return out

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from prismatic.models.load import CheckpointError, load_vla
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "assets" / "openvla-tiny"
+
+
+def _hf_tensors(d: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(d.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def _run(script: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "vla-scripts" / "extern" / script), *args], check=True, cwd=REPO,
+                   capture_output=True, text=True)  # fmt: skip
+
+
+def test_round_trip_hf_native_hf_is_bit_identical(tiny_checkpoint, tmp_path):
+    _run("convert_hf_to_native.py", "--hf_dir", str(tiny_checkpoint), "--out_dir", str(tmp_path / "native"))
+    native = tmp_path / "native"
+    assert (native / "checkpoints" / "latest-checkpoint.pt").is_file()
+    assert json.loads((native / "dataset_statistics.json").read_text()).keys() == {"bridge_orig", "toy_pick_place"}
+    state = torch.load(native / "checkpoints" / "latest-checkpoint.pt", weights_only=True)["model"]
+    assert "dino_featurizer.blocks.0.ls1.gamma" in state["vision_backbone"] and "0.weight" in state["projector"]
+
+    _run("convert_native_to_hf.py", "--run_dir", str(native), "--out_dir", str(tmp_path / "hf"), "--max_shard_size", "8MB")
+    original, back = _hf_tensors(tiny_checkpoint), _hf_tensors(tmp_path / "hf")
+    assert original.keys() == back.keys()
+    for k in original:
+        assert original[k].dtype == back[k].dtype and torch.equal(original[k], back[k]), k
+    assert len(list((tmp_path / "hf").glob("model-*-of-*.safetensors"))) > 1  # sharded like the official repo
+    cfg_a = json.loads((tiny_checkpoint / "config.json").read_text())
+    cfg_b = json.loads((tmp_path / "hf" / "config.json").read_text())
+    for key in ("norm_stats", "text_config", "timm_model_ids", "timm_model_kwargs", "vision_backbone_id",
+                "llm_backbone_id", "arch_specifier", "image_resize_strategy", "n_action_bins", "pad_to_multiple_of"):
+        a, b = cfg_a[key], cfg_b[key]
+        if key == "text_config":
+            a = {k: v for k, v in a.items() if k in ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")}
+            b = {k: v for k, v in b.items() if k in a}
+        assert a == b, key
+    assert "auto_map" not in cfg_b  # we ship no remote code, so we point at none
+    pre_a = json.loads((tiny_checkpoint / "preprocessor_config.json").read_text())
+    pre_b = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    for key in ("tvf_resize_params", "tvf_crop_params", "input_sizes", "image_resize_strategy"):
+        assert pre_a[key] == pre_b[key], key
+    for key in ("means", "stds"):  # same values in float32 (the original wrote float32 reprs)
+        np.testing.assert_array_equal(np.float32(pre_a[key]), np.float32(pre_b[key]))
+    for a, b in zip(pre_a["tvf_normalize_params"], pre_b["tvf_normalize_params"]):
+        np.testing.assert_array_equal(np.float32(a["mean"]), np.float32(b["mean"]))
+        np.testing.assert_array_equal(np.float32(a["std"]), np.float32(b["std"]))
+
+
+def test_native_run_dir_predicts_like_hf(tiny_vla, reference, tmp_path):
+    tiny_vla.save_native(tmp_path / "run")
+    native = load_vla(tmp_path / "run")
+    case = reference["cases"][1]
+    img = Image.open(TINY / case["image"])
+    np.testing.assert_allclose(native.predict_action(img, case["instruction"], unnorm_key=case["unnorm_key"]), case["action"],
+                               atol=1e-6)  # fmt: skip
+    # a .pt path inside checkpoints/ works too
+    assert load_vla(tmp_path / "run" / "checkpoints" / "latest-checkpoint.pt").config.vision_backbone_id == "dinosiglip-vit-so-224px"
+
+
+def test_unnorm_key_errors_list_available(tiny_vla, reference):
+    img = Image.open(TINY / reference["cases"][0]["image"])
+    with pytest.raises(KeyError, match="'bridge' is not in .* available: bridge_orig, toy_pick_place"):
+        tiny_vla.predict_action(img, "x", unnorm_key="bridge")
+    with pytest.raises(KeyError, match="trained on 2 datasets; pass unnorm_key.*bridge_orig, toy_pick_place"):
+        tiny_vla.predict_action(img, "x")
+
+
+@pytest.mark.parametrize(
+    "remove, message",
+    [
+        ("model-00003-of-00004.safetensors", "missing: model-00003-of-00004.safetensors"),
+        ("preprocessor_config.json", "missing: preprocessor_config.json"),
+        ("tokenizer.json", "missing: tokenizer.json or tokenizer.model"),
+        ("config.json", "neither a Hugging Face-layout directory"),
+    ],
+)
+def test_incomplete_hf_dir_names_missing_file(tiny_checkpoint, tmp_path, remove, message):
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, d)
+    (d / remove).unlink()
+    with pytest.raises(CheckpointError, match=message):
+        load_vla(d)
+
+
+def test_native_dir_errors(tiny_vla, tmp_path):
+    run = tiny_vla.save_native(tmp_path / "run")
+    (run / "dataset_statistics.json").unlink()
+    with pytest.raises(CheckpointError, match="no dataset_statistics.json"):
+        load_vla(run)
+    run = tiny_vla.save_native(tmp_path / "run2")
+    shutil.rmtree(run / "tokenizer")
+    with pytest.raises(CheckpointError, match=r"no tokenizer for .*\(pass tokenizer="):
+        load_vla(run)
+    state = torch.load(run / "checkpoints" / "latest-checkpoint.pt", weights_only=True)
+    del state["model"]["projector"]["4.weight"]
+    torch.save(state, run / "checkpoints" / "latest-checkpoint.pt")
+    with pytest.raises(CheckpointError, match="missing projector.fc3.weight"):
+        load_vla(run, tokenizer=TINY / "checkpoint")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_vla(tmp_path / "nope")
