@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import prismatic  # noqa: F401  (first: loads torch/triton before any test module imports tensorflow)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

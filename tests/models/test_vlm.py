@@ -76,3 +76,19 @@ def test_mismatched_batch_raises():
     model = PrismaticForConditionalGeneration(tiny_config("llama2-7b-pure", "dinov2-vit-l")).eval()
     with pytest.raises(ValueError, match="2 images but the text batch has 1"):
         model(input_ids=torch.tensor([[1, 5, 6]]), pixel_values=torch.randn(2, 3, 224, 224))
+
+
+def test_label_only_logits_equal_full_forward_loss():
+    torch.manual_seed(0)
+    model = PrismaticForConditionalGeneration(tiny_config("llama2-7b-pure", "dinov2-vit-l")).eval()
+    ids = torch.randint(3, 500, (2, 10))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, -4:], labels[1, -3:] = ids[0, -4:], ids[1, -3:]
+    pixels = torch.randn(2, 3, 224, 224)
+    full = model(input_ids=ids, pixel_values=pixels, labels=labels)
+    sparse = model(input_ids=ids, pixel_values=pixels, labels=labels, return_label_logits=True)
+    torch.testing.assert_close(sparse.loss, full.loss, rtol=1e-5, atol=1e-6)
+    assert sparse.logits.shape == (7, 512) and sparse.label_targets.tolist() == ids[0, -4:].tolist() + ids[1, -3:].tolist()
+    # rows are the full logits at the positions just before each labelled token
+    p = model.num_patches
+    torch.testing.assert_close(sparse.logits[0], full.logits[0, p + 5], rtol=1e-5, atol=1e-5)

@@ -166,10 +166,23 @@ class VisionBackbone(nn.Module):
     def in_channels(self) -> int:
         return 3 * len(self.featurizers)
 
+    def _feature_index(self, vit: nn.Module) -> int:
+        return len(vit.blocks) + self.feature_block if self.feature_block < 0 else self.feature_block
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Modules the forward never runs (blocks after the feature block, final norm, pooling head).
+
+        They stay in the state dict (checkpoint compatibility) but get no gradient, so training freezes them.
+        """
+        out = []
+        for vit in self.featurizers:
+            out += list(vit.blocks[self._feature_index(vit) + 1 :])
+            out += [m for name in ("norm", "fc_norm", "attn_pool", "head") if isinstance(m := getattr(vit, name, None), nn.Module)]
+        return out
+
     def _features(self, vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        index = len(vit.blocks) + self.feature_block if self.feature_block < 0 else self.feature_block
         (patches,) = vit.forward_intermediates(
-            images, indices=[index], norm=False, stop_early=True, output_fmt="NLC", intermediates_only=True
+            images, indices=[self._feature_index(vit)], norm=False, stop_early=True, output_fmt="NLC", intermediates_only=True
         )
         return patches  # [B, num_patches, dim] (prefix tokens dropped)
 

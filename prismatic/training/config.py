@@ -1,0 +1,288 @@
+"""Typed training configuration (draccus): one `TrainConfig`, nested sections, named experiments.
+
+An experiment (`--vla.type NAME`) is a `VLAConfig` subclass registered with a decorator; it fixes the
+model, data mixture and optimisation recipe, and any field can still be overridden from YAML
+(`--config_path configs/vla/x.yaml`) or the command line (`--vla.learning_rate 1e-5`). Derived
+values (gradient accumulation, run id) are computed, never copied. `TrainConfig.validate` reports
+every problem at once, each naming the flag that fixes it, before any model or data is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import draccus
+
+from prismatic.models.llm.backbones import LLM_BACKBONES
+from prismatic.models.projectors import PROJECTORS
+from prismatic.models.vision.backbones import VISION_BACKBONES
+from prismatic.models.vision.transforms import RESIZE_STRATEGIES
+
+
+class Stage(str, Enum):
+    """Which parameters train (the original's vla-full-train / vla-train / vla-sandwich-train / vla-last-layer-train)."""
+
+    FULL = "full"  # vision backbone, projector and LLM
+    FROZEN_VISION = "frozen-vision"  # projector and LLM
+    SANDWICH = "sandwich"  # vision backbone, projector, and the LLM's embeddings, last layer and head
+    LAST_LAYER = "last-layer"  # only the LLM's embeddings, last layer and head
+
+
+class Sharding(str, Enum):
+    """Named for what they do (the original called HYBRID_SHARD "full-shard")."""
+
+    FULL_SHARD = "full_shard"  # params, grads and optimizer state sharded over all ranks (ZeRO-3)
+    GRAD_OP_SHARD = "grad_op_shard"  # params kept gathered between forward and backward (ZeRO-2)
+    HYBRID_SHARD = "hybrid_shard"  # full shard within a node, replicate across nodes
+    NO_SHARD = "no_shard"  # replicate everything (DDP semantics)
+
+
+class LRSchedule(str, Enum):
+    CONSTANT = "constant"
+    WARMUP_COSINE = "warmup-cosine"  # linear warmup, then cosine decay to 0
+
+
+def _choices(enum: type[Enum]) -> str:
+    return ", ".join(e.value for e in enum)
+
+
+@dataclass
+class VLAConfig(draccus.ChoiceRegistry):
+    # fmt: off
+    # -- model --
+    vision_backbone_id: str = "dinosiglip-vit-so-224px"   # key of prismatic.models.vision.backbones.VISION_BACKBONES
+    llm_backbone_id: str = "llama2-7b-pure"               # key of prismatic.models.llm.backbones.LLM_BACKBONES
+    arch_specifier: str = "no-align+fused-gelu-mlp"       # projector ("...+<projector>")
+    image_resize_strategy: str = "resize-naive"           # resize-naive | resize-crop | letterbox
+    llm_max_length: int = 2048                            # truncate sequences to this many tokens
+    image_size: int | None = None                         # override the backbone's resolution (None: native)
+    size: str = "full"                                    # "full" or "tiny" (test-sized, same structure)
+    base_vlm: Path | None = None                          # HF-layout dir or native run to start from (None: random init)
+    stage: str = "full"                                   # full | frozen-vision | sandwich | last-layer
+    # -- data --
+    data_mix: str = "bridge"                              # mixture name or dataset name (prismatic.data)
+    shuffle_buffer_size: int = 256_000                    # frames held (encoded) in the shuffle buffer
+    image_aug: bool = False                               # the original's random crop + colour jitter
+    # -- optimisation --
+    epochs: int = 1000                                    # passes over the mixture (if max_steps is None)
+    max_steps: int | None = None                          # optimizer steps; overrides epochs
+    global_batch_size: int = 256                          # samples per optimizer step, all ranks together
+    per_device_batch_size: int = 32                       # samples per forward pass on one rank
+    learning_rate: float = 2e-5                           # peak learning rate (AdamW)
+    weight_decay: float = 0.0                             # AdamW weight decay (not on norms and biases)
+    max_grad_norm: float = 1.0                            # global gradient clipping
+    lr_schedule: str = "constant"                         # constant | warmup-cosine
+    warmup_ratio: float = 0.0                             # fraction of steps to warm up (warmup-cosine)
+    # fmt: on
+
+    @property
+    def vla_id(self) -> str:
+        return self.get_choice_name(type(self)) or "custom"
+
+
+@dataclass
+class ParallelConfig:
+    # fmt: off
+    sharding: str = "full_shard"               # full_shard | grad_op_shard | hybrid_shard | no_shard
+    mixed_precision: bool = True               # bf16 compute (GPU); fp32 master weights
+    reduce_in_fp32: bool = True                # gradient reduce-scatter in fp32
+    activation_checkpointing: bool = True      # recompute decoder layers / ViT blocks in backward
+    backend: str | None = None                 # torch.distributed backend (None: nccl on GPU, gloo on CPU)
+    # fmt: on
+
+
+@dataclass
+class CheckpointConfig:
+    # fmt: off
+    save_interval: int = 2500                  # optimizer steps between resumable checkpoints
+    keep_last: int = 3                         # resumable checkpoints kept on disk
+    resume: bool = True                        # continue from the latest complete checkpoint in the run dir
+    save_native: bool = True                   # also write consolidated weights to checkpoints/*.pt
+    save_hf: bool = False                      # also write an HF-layout export (hf/) at each save
+    # fmt: on
+
+
+@dataclass
+class LoggingConfig:
+    # fmt: off
+    trackers: tuple[str, ...] = ("jsonl",)     # any of: jsonl, wandb
+    wandb_project: str = "prismatic"
+    wandb_entity: str | None = None
+    wandb_mode: str = "online"                 # online | offline | disabled
+    log_interval: int = 1                      # steps between metric lines
+    progress: bool = True                      # tqdm progress bar with ETA
+    # fmt: on
+
+
+@dataclass
+class LoRAConfig:
+    # fmt: off
+    enabled: bool = False
+    rank: int = 32
+    alpha: int = 16                            # the original fine-tuning script: min(rank, 16)
+    dropout: float = 0.0
+    target_modules: str = "all-linear"         # peft target_modules ("all-linear" or a comma-separated list)
+    quantization: str | None = None            # None | 4bit | 8bit (bitsandbytes; CUDA only)
+    # fmt: on
+
+
+@dataclass
+class TrainConfig:
+    # fmt: off
+    vla: VLAConfig = field(default_factory=lambda: VLAConfig.get_choice_class("tiny+mx-synthetic")())
+    data_root: Path = Path("data/rlds")        # <data_root>/<dataset>/<version>/ (TFDS RLDS)
+    dataset_configs: tuple[Path, ...] = ()     # extra YAML dataset specs (one's own datasets)
+    tokenizer: Path | None = None              # tokenizer dir (default: base_vlm's, else the bundled Llama-2)
+    run_root: Path = Path("runs")              # runs are written to <run_root>/<run_id>/
+    run_id: str | None = None                  # default: <vla.type>+<data_mix>+x<seed>
+    seed: int = 7
+    device: str | None = None                  # None: cuda if available, else cpu
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # fmt: on
+
+    @property
+    def resolved_run_id(self) -> str:
+        if self.run_id:
+            return self.run_id
+        suffix = "+lora" if self.lora.enabled else ""
+        return f"{self.vla.vla_id}+{self.vla.data_mix}{suffix}+x{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_root / self.resolved_run_id
+
+    def grad_accumulation_steps(self, world_size: int) -> int:
+        return self.vla.global_batch_size // (self.vla.per_device_batch_size * world_size)
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise one ConfigError listing every problem, each with the flag that fixes it."""
+        v, problems = self.vla, []
+
+        def check_choice(value: str, valid, flag: str) -> None:
+            valid = list(valid)
+            if value not in valid:
+                problems.append(f"--{flag}={value!r} is not one of: {', '.join(valid)}")
+
+        check_choice(v.vision_backbone_id, VISION_BACKBONES.names(), "vla.vision_backbone_id")
+        check_choice(v.llm_backbone_id, LLM_BACKBONES.names(), "vla.llm_backbone_id")
+        check_choice(v.arch_specifier.split("+")[-1], PROJECTORS.names(), "vla.arch_specifier (projector part)")
+        check_choice(v.image_resize_strategy, RESIZE_STRATEGIES, "vla.image_resize_strategy")
+        check_choice(v.size, ("full", "tiny"), "vla.size")
+        check_choice(v.stage, [s.value for s in Stage], "vla.stage")
+        check_choice(v.lr_schedule, [s.value for s in LRSchedule], "vla.lr_schedule")
+        check_choice(self.parallel.sharding, [s.value for s in Sharding], "parallel.sharding")
+        check_choice(self.logging.wandb_mode, ("online", "offline", "disabled"), "logging.wandb_mode")
+        for t in self.logging.trackers:
+            check_choice(t, ("jsonl", "wandb"), "logging.trackers")
+        if self.lora.quantization is not None:
+            check_choice(self.lora.quantization, ("4bit", "8bit"), "lora.quantization")
+        per_step = v.per_device_batch_size * world_size
+        if v.per_device_batch_size < 1:
+            problems.append(f"--vla.per_device_batch_size must be >= 1, got {v.per_device_batch_size}")
+        elif v.global_batch_size % per_step != 0 or v.global_batch_size < per_step:
+            ok = per_step * max(1, round(v.global_batch_size / per_step))
+            problems.append(
+                f"--vla.global_batch_size={v.global_batch_size} is not a multiple of per_device_batch_size "
+                f"({v.per_device_batch_size}) x world size ({world_size}) = {per_step}; set --vla.global_batch_size "
+                f"{ok} or change --vla.per_device_batch_size"
+            )
+        if v.max_steps is not None and v.max_steps < 1:
+            problems.append(f"--vla.max_steps must be >= 1 (or unset to use --vla.epochs), got {v.max_steps}")
+        if not 0.0 <= v.warmup_ratio < 1.0:
+            problems.append(f"--vla.warmup_ratio must be in [0, 1), got {v.warmup_ratio}")
+        if v.learning_rate <= 0 or not math.isfinite(v.learning_rate):
+            problems.append(f"--vla.learning_rate must be a positive number, got {v.learning_rate}")
+        if self.checkpoint.save_interval < 1:
+            problems.append(f"--checkpoint.save_interval must be >= 1, got {self.checkpoint.save_interval}")
+        if self.checkpoint.keep_last < 1:
+            problems.append(f"--checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}")
+        if self.lora.enabled and v.base_vlm is None:
+            problems.append("LoRA fine-tunes a pretrained model: set --vla.base_vlm to an HF-layout checkpoint dir")
+        if v.base_vlm is not None and not Path(v.base_vlm).exists():
+            problems.append(f"--vla.base_vlm={str(v.base_vlm)!r} does not exist")
+        if v.base_vlm is None and v.size == "full":
+            problems.append(
+                "a full-size model needs pretrained weights: set --vla.base_vlm (random init is only for --vla.size tiny)"
+            )
+        if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
+            problems.append(f"--tokenizer={str(self.tokenizer)!r} is not a directory")
+        if not Path(self.data_root).is_dir():
+            problems.append(
+                f"--data_root={str(self.data_root)!r} does not exist (expected <data_root>/<dataset>/<version>/)"
+            )
+        if problems:
+            raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems, each naming its flag."""
+
+
+# -- experiments ------------------------------------------------------------------------------------------
+# The original's recipes (prismatic/conf/vla.py). Batch sizes assume the original's 8 / 64 GPUs but any
+# world size works: accumulation is derived.
+@VLAConfig.register_subclass("prism-dinosiglip-224px+mx-bridge")
+@dataclass
+class DinoSigLIPBridge(VLAConfig):
+    data_mix: str = "bridge"
+    shuffle_buffer_size: int = 256_000
+    global_batch_size: int = 256
+    per_device_batch_size: int = 32
+
+
+@VLAConfig.register_subclass("prism-dinosiglip-224px-icy+mx-bridge")
+@dataclass
+class DinoSigLIPFrozenVisionBridge(DinoSigLIPBridge):
+    stage: str = "frozen-vision"
+
+
+@VLAConfig.register_subclass("prism-dinosiglip-224px+mx-oxe-magic-soup-plus")
+@dataclass
+class DinoSigLIPMagicSoupPlus(VLAConfig):
+    """openvla-7b: 64 GPUs x 32, lr 2e-5 constant, Magic Soup++ (the released model's final stage)."""
+
+    data_mix: str = "oxe_magic_soup_plus_minus"
+    shuffle_buffer_size: int = 256_000
+    global_batch_size: int = 2048
+    per_device_batch_size: int = 32
+
+
+@VLAConfig.register_subclass("siglip-224px+mx-oxe-magic-soup")
+@dataclass
+class SigLIPMagicSoup(DinoSigLIPMagicSoupPlus):
+    vision_backbone_id: str = "siglip-vit-so400m"
+    arch_specifier: str = "no-align+gelu-mlp"
+    data_mix: str = "oxe_magic_soup"
+
+
+@VLAConfig.register_subclass("prism-dinosiglip-224px+mx-libero-spatial")
+@dataclass
+class DinoSigLIPLiberoSpatial(VLAConfig):
+    """Full fine-tuning on one LIBERO suite (the LoRA recipe is the same with --lora.enabled true)."""
+
+    data_mix: str = "libero_spatial_no_noops"
+    shuffle_buffer_size: int = 100_000
+    image_aug: bool = True
+    global_batch_size: int = 16
+    per_device_batch_size: int = 16
+    learning_rate: float = 5e-4
+
+
+@VLAConfig.register_subclass("tiny+mx-synthetic")
+@dataclass
+class TinySynthetic(VLAConfig):
+    """Test-sized model with random weights; CPU-friendly."""
+
+    size: str = "tiny"
+    data_mix: str = "synthetic"
+    shuffle_buffer_size: int = 256
+    global_batch_size: int = 4
+    per_device_batch_size: int = 2
+    learning_rate: float = 1e-3
+    max_steps: int | None = 8

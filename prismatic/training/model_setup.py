@@ -1,0 +1,94 @@
+"""Build what training needs from a `TrainConfig`: the VLA (pretrained or randomly initialised) with
+its processor, and the RLDS training stream with its batch transform and collator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from prismatic.models.configuration import OpenVLAConfig
+from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
+from prismatic.models.load import build_processor, load_vla
+from prismatic.models.modeling import OpenVLAForActionPrediction
+from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
+from prismatic.models.vision.transforms import ImageTransform
+from prismatic.models.vla import VLA
+from prismatic.training.config import TrainConfig
+from prismatic.training.distributed import DistInfo
+
+BUNDLED_TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizers" / "llama2"
+
+
+def build_model_and_processor(cfg: TrainConfig) -> VLA:
+    v = cfg.vla
+    if v.base_vlm is not None:
+        vla = load_vla(v.base_vlm, tokenizer=cfg.tokenizer)
+        vla.model.train()
+        return vla
+    # Random initialisation (tiny models): architecture from the registries, test-sized if asked.
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or BUNDLED_TOKENIZER)
+    llm = LLM_BACKBONES.get(v.llm_backbone_id)
+    vision = VISION_BACKBONES.get(v.vision_backbone_id)
+    size = v.image_size or vision.image_size
+    tiny = v.size == "tiny"
+    text = llm.text_config(
+        tiny=tiny, vocab_size=padded_vocab_size(len(tokenizer)), pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=max(v.llm_max_length, 512),
+    )  # fmt: skip
+    config = OpenVLAConfig(
+        vision_backbone_id=v.vision_backbone_id, llm_backbone_id=v.llm_backbone_id, arch_specifier=v.arch_specifier,
+        image_resize_strategy=v.image_resize_strategy, llm_max_length=v.llm_max_length, text_config=text.to_dict(),
+        image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=vision.tiny_kwargs() if tiny else None,
+        pad_token_id=tokenizer.pad_token_id, action_vocab_size=tokenizer.vocab_size, norm_stats={},
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = OpenVLAForActionPrediction(config)
+    return VLA(model, build_processor(config, tokenizer))
+
+
+class TrainDataset(torch.utils.data.IterableDataset):
+    """The RLDS stream as model inputs, with the collator and statistics training needs."""
+
+    def __init__(self, inner: Any, collator: Any, skip: int = 0) -> None:
+        self.inner, self.collator, self.skip = inner, collator, skip
+        self.dataset_statistics = inner.dataset_statistics
+
+    def __iter__(self):
+        # The stream is deterministic per (seed, rank): skipping the frames consumed before a resume
+        # continues exactly where the interrupted run stopped.
+        frames = self.inner.stream.dataset
+        if self.skip:
+            frames = frames.skip(self.skip)
+        for frame in frames.as_numpy_iterator():
+            yield self.inner.batch_transform(frame)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 0) -> TrainDataset:
+    """The mixture's frame stream for this rank; `skip` frames already consumed (exact resume)."""
+    from prismatic.data.augment import AugmentConfig
+    from prismatic.data.pipeline import PipelineConfig
+    from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform, RLDSDataset
+
+    c = vla.model.config
+    spec = VISION_BACKBONES.get(c.vision_backbone_id)
+    image_size = c.image_sizes[0]
+    image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, image_size))
+    tokenizer = vla.processor.tokenizer
+    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder)
+    pipeline = PipelineConfig(
+        resize_size=(image_size, image_size),
+        shuffle_buffer_size=cfg.vla.shuffle_buffer_size,
+        image_augment=AugmentConfig() if cfg.vla.image_aug else None,
+        seed=cfg.seed,
+        spec_files=tuple(str(p) for p in cfg.dataset_configs),
+    )
+    inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,
+                        world_size=info.world_size)  # fmt: skip
+    collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
+    return TrainDataset(inner, collator, skip)

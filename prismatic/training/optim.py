@@ -1,0 +1,35 @@
+"""AdamW with decay only on matrices, and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from prismatic.training.config import LRSchedule, VLAConfig
+
+
+def build_optimizer(model: nn.Module, cfg: VLAConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # norms, biases, LayerScale: no decay
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: VLAConfig, total_steps: int) -> LambdaLR:
+    schedule = LRSchedule(cfg.lr_schedule)
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if schedule is LRSchedule.CONSTANT:
+            return 1.0
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)

@@ -1,0 +1,231 @@
+"""The training loop, shared by pretraining, full fine-tuning and LoRA fine-tuning.
+
+`Trainer.__init__` builds the parts in order (tokenizer -> model -> data -> LoRA/stage -> parallelism
+-> optimizer -> resume); `train()` loops over optimizer steps; `train_step()` does forward, backward
+(with gradient accumulation), clipping and the optimizer step, and nothing else.
+
+RLDS streams repeat forever, so there are no epochs in the loop: the number of steps comes from
+`--vla.max_steps` or from `--vla.epochs` x (mixture size / global batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from prismatic.models.action_tokenizer import ActionTokenizer
+from prismatic.models.load import native_arch_section
+from prismatic.models.modeling import OpenVLAForActionPrediction
+from prismatic.training.checkpoint import CheckpointManager, TrainerState
+from prismatic.training.config import TrainConfig
+from prismatic.training.distributed import DistInfo, init_distributed, parallelize
+from prismatic.training.metrics import (
+    JSONLTracker,
+    MetricAverager,
+    Tracker,
+    WandBTracker,
+    compute_action_metrics,
+    label_rows_to_samples,
+)
+from prismatic.training.model_setup import build_model_and_processor, build_train_dataset
+from prismatic.training.optim import build_optimizer, build_scheduler
+from prismatic.training.stages import apply_stage
+from prismatic.util.io import atomic_write_json
+from prismatic.util.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None) -> None:
+        self.info = info or init_distributed(cfg.device, cfg.parallel.backend)
+        cfg.validate(self.info.world_size)  # every config problem, before anything expensive
+        self.cfg, self.run_dir = cfg, cfg.run_dir
+        torch.manual_seed(cfg.seed + self.info.rank)
+
+        log.info("building model and processor")
+        self.vla = build_model_and_processor(cfg)
+        self.model: OpenVLAForActionPrediction = self.vla.model
+        self.action_tokenizer: ActionTokenizer = self.model.action_tokenizer
+        if self.info.is_main:  # a self-contained run directory: config (with architecture) + tokenizer
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", self.config_record())
+            self.vla.processor.tokenizer.save_pretrained(self.run_dir / "tokenizer")
+
+        log.info("building data pipeline")
+        self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last)
+        resume_dir = self.ckpt.latest() if cfg.checkpoint.resume else None
+        resume_state = TrainerState(**json.loads((resume_dir / "trainer_state.json").read_text())) if resume_dir else None
+        self.dataset = build_train_dataset(cfg, self.vla, self.info, skip=resume_state.samples_seen if resume_state else 0)
+        self.model.config.norm_stats = self.dataset.dataset_statistics
+        if self.info.is_main:
+            atomic_write_json(self.run_dir / "dataset_statistics.json", self.dataset.dataset_statistics)
+
+        if cfg.lora.enabled:
+            from prismatic.training.lora import wrap_with_lora
+
+            self.model = wrap_with_lora(self.model, cfg.lora)
+            counts = {"trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
+        else:
+            counts = apply_stage(self.model, cfg.vla.stage)
+        log.info(f"trainable parameters: {counts['trainable'] / 1e6:.2f}M ({cfg.vla.stage if not cfg.lora.enabled else 'LoRA'})")
+        self.model = parallelize(self.model.to(self.info.device), cfg.parallel, self.info)
+        self.model.train()
+
+        self.accum = cfg.grad_accumulation_steps(self.info.world_size)
+        self.total_steps = cfg.vla.max_steps or max(
+            1, cfg.vla.epochs * len(self.dataset) // cfg.vla.global_batch_size
+        )
+        self.optimizer = build_optimizer(self.model, cfg.vla)
+        self.scheduler = build_scheduler(self.optimizer, cfg.vla, self.total_steps)
+        self.state = TrainerState()
+        if resume_dir is not None:
+            self.state = self.ckpt.load(self.model, self.optimizer, resume_dir)
+            self.scheduler.load_state_dict(self.state.scheduler)
+            log.info(f"resumed from {resume_dir} (step {self.state.step}, {self.state.samples_seen} samples/rank seen)")
+        self.trackers = self._trackers()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> TrainerState:
+        loader = DataLoader(self.dataset, batch_size=self.cfg.vla.per_device_batch_size, collate_fn=self.dataset.collator,
+                            num_workers=0)  # fmt: skip  (tf.data does the parallel work)
+        batches = iter(loader)
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (self.info.is_main and self.cfg.logging.progress))  # fmt: skip
+        try:
+            while self.state.step < self.total_steps:
+                t0 = time.perf_counter()
+                metrics = self.train_step(batches)
+                metrics["step_time_s"] = time.perf_counter() - t0
+                metrics["samples_per_s"] = self.cfg.vla.global_batch_size / metrics["step_time_s"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics.get('action_accuracy', 0):.3f}")
+                if self.state.step % self.cfg.logging.log_interval == 0 or self.state.step == self.total_steps:
+                    self._log(metrics)
+                if self.state.step % self.cfg.checkpoint.save_interval == 0 or self.state.step == self.total_steps:
+                    self.save()
+        finally:
+            bar.close()
+            for t in self.trackers:
+                t.close()
+        return self.state
+
+    def train_step(self, batches) -> dict[str, Any]:
+        """One optimizer step: `accum` micro-batches of forward/backward, clip, step."""
+        averager, tokens = MetricAverager(), 0
+        for micro in range(self.accum):
+            batch = next(batches)
+            names = batch.pop("dataset_names", None)
+            batch = {k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()}
+            if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2: reduce only on the last micro-batch
+                self.model.set_requires_gradient_sync(micro == self.accum - 1)
+            with self._autocast():
+                out = self.model(**batch, return_label_logits=True)
+            (out.loss / self.accum).backward()
+            tokens += int(batch["attention_mask"].sum())
+            m = compute_action_metrics(out.logits, out.label_targets, self.action_tokenizer,
+                                       label_rows_to_samples(batch["labels"]), names)  # fmt: skip
+            averager.add({"loss": float(out.loss.detach()), **m})
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.vla.max_grad_norm)
+        metrics = self._mean_over_ranks(averager.pop())
+        if not math.isfinite(metrics["loss"]) or not torch.isfinite(torch.as_tensor(grad_norm)).item():
+            raise FloatingPointError(
+                f"non-finite loss ({metrics['loss']}) or gradient norm ({float(grad_norm)}) at step {self.state.step + 1}; "
+                f"lower --vla.learning_rate or check the data (see {self.run_dir / 'metrics.jsonl'})"
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.samples_seen += self.accum * self.cfg.vla.per_device_batch_size
+        self.state.last_loss = metrics["loss"]
+        metrics.update(grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0], tokens_per_s_rank=tokens)
+        return metrics
+
+    def _mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Average the global metrics over ranks (per-dataset ones stay rank 0's sample)."""
+        if not self.info.distributed:
+            return metrics
+        keys = [k for k in ("loss", "action_accuracy", "action_l1") if k in metrics]
+        t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
+        torch.distributed.all_reduce(t)
+        metrics.update({k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist())})
+        return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> None:
+        self.state.scheduler = self.scheduler.state_dict()
+        self.state.epoch = self.state.samples_seen * self.info.world_size // max(1, len(self.dataset))
+        path = self.ckpt.save(self.model, self.optimizer, self.state)
+        if self.cfg.lora.enabled:
+            from prismatic.training.lora import save_adapter
+
+            save_adapter(self.model, self.run_dir / "adapter", self.info)
+        elif self.cfg.checkpoint.save_native or self.cfg.checkpoint.save_hf:
+            self._save_weights()
+        log.info(f"saved resumable checkpoint {path}")
+
+    def _save_weights(self) -> None:
+        from prismatic.models.layouts import hf_to_native
+
+        full = self.ckpt.full_model_state(self.model)
+        if full is None:
+            return
+        full = {k.replace("._checkpoint_wrapped_module", ""): v for k, v in full.items()}
+        c = self.vla.model.config
+        if self.cfg.checkpoint.save_native:
+            self.ckpt.save_native_weights(hf_to_native(full, c.vision_backbone_id, c.projector_type), self.state)
+        if self.cfg.checkpoint.save_hf:
+            from prismatic.models.vla import VLA
+
+            export = OpenVLAForActionPrediction(c)
+            export.load_state_dict(full)
+            VLA(export, self.vla.processor).save_pretrained(self.run_dir / "hf")
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _autocast(self):
+        use = self.cfg.parallel.mixed_precision and self.info.device.type == "cuda" and not self.info.distributed
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use)
+
+    def _log(self, metrics: dict[str, Any]) -> None:
+        if self.info.is_main:
+            for t in self.trackers:
+                t.log(self.state.step, metrics)
+
+    def _trackers(self) -> list[Tracker]:
+        if not self.info.is_main:
+            return []
+        out: list[Tracker] = []
+        if "jsonl" in self.cfg.logging.trackers:
+            out.append(JSONLTracker(self.run_dir, resume_step=self.state.step))
+        if "wandb" in self.cfg.logging.trackers and self.cfg.logging.wandb_mode != "disabled":
+            out.append(WandBTracker(self.run_dir, self.cfg.resolved_run_id, self.config_record(),
+                                    self.cfg.logging.wandb_project, self.cfg.logging.wandb_entity,
+                                    self.cfg.logging.wandb_mode))  # fmt: skip
+        return out
+
+    def config_record(self) -> dict[str, Any]:
+        """The whole config (with the experiment name), for config.json and the trackers."""
+        record = json.loads(json.dumps(asdict(self.cfg), default=str))
+        record["vla"]["type"] = self.cfg.vla.vla_id
+        record["world_size"] = self.info.world_size
+        record["model"] = native_arch_section(self.vla.model.config)  # what load_vla rebuilds the model from
+        return record
+
+
+def run(cfg: TrainConfig) -> TrainerState:
+    trainer = Trainer(cfg)
+    try:
+        return trainer.train()
+    finally:
+        if trainer.info.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+

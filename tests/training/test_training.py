@@ -1,0 +1,186 @@
+"""Training on CPU: FSDP with 2 processes, exact resume, gradient accumulation, LoRA + merge, config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prismatic.training.checkpoint import CheckpointManager
+from prismatic.training.config import (
+    CheckpointConfig,
+    ConfigError,
+    LoggingConfig,
+    ParallelConfig,
+    TrainConfig,
+    VLAConfig,
+)
+from prismatic.training.distributed import DistInfo
+from prismatic.training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CKPT = REPO / "tests" / "assets" / "openvla-tiny" / "checkpoint"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    from prismatic.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("rlds")
+    write_synthetic(root, "bridge_orig", num_episodes=6, episode_len=10, image_size=(64, 64), seed=3)
+    return root
+
+
+def tiny_cfg(data_root: Path, run_root: Path, **vla) -> TrainConfig:
+    v = VLAConfig.get_choice_class("tiny+mx-synthetic")(data_mix="bridge_orig", image_size=112, shuffle_buffer_size=64)
+    v = replace(v, **vla)
+    return TrainConfig(
+        vla=v, data_root=data_root, run_root=run_root, seed=11,
+        parallel=ParallelConfig(activation_checkpointing=False),
+        checkpoint=CheckpointConfig(save_interval=3, keep_last=2),
+        logging=LoggingConfig(progress=False),
+    )  # fmt: skip
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_run_resumes_bit_exactly(data_root, tmp_path):
+    full = tiny_cfg(data_root, tmp_path / "a", max_steps=6)
+    Trainer(full).train()
+    reference = losses(full.run_dir)
+    assert len(reference) == 6
+
+    cut = tiny_cfg(data_root, tmp_path / "b", max_steps=6)
+    trainer = Trainer(cut)
+    real_save = trainer.save
+
+    def save_then_crash() -> None:
+        real_save()
+        if trainer.state.step == 3:
+            raise KeyboardInterrupt  # the job dies right after its step-3 checkpoint
+
+    trainer.save = save_then_crash
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    # a half-written later checkpoint must be ignored by resume
+    (cut.run_dir / "state" / "step-000005.partial").mkdir()
+    (cut.run_dir / "state" / "step-000005.partial" / "__0_0.distcp").write_bytes(b"garbage")
+    resumed = Trainer(cut)
+    assert resumed.state.step == 3 and resumed.state.samples_seen == 12
+    resumed.train()
+    assert losses(cut.run_dir) == reference  # bit-exact, not approximately equal
+    a = torch.load(sorted((full.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)["model"]
+    b = torch.load(sorted((cut.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)["model"]
+    for group in a:
+        for k in a[group]:
+            assert torch.equal(a[group][k], b[group][k]), k
+    # keep_last=2 pruned the oldest; the partial directory is gone
+    assert sorted(p.name for p in (cut.run_dir / "state").iterdir()) == ["step-000003", "step-000006"]
+
+
+def test_gradient_accumulation_matches_large_batch(data_root, tmp_path):
+    accum = tiny_cfg(data_root, tmp_path / "accum", max_steps=2, global_batch_size=4, per_device_batch_size=2)
+    big = tiny_cfg(data_root, tmp_path / "big", max_steps=2, global_batch_size=4, per_device_batch_size=4)
+    t1, t2 = Trainer(accum), Trainer(big)
+    assert t1.accum == 2 and t2.accum == 1
+    t1.train()
+    t2.train()
+    np.testing.assert_allclose(losses(accum.run_dir), losses(big.run_dir), rtol=1e-5)
+    w1 = torch.load(sorted((accum.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)["model"]
+    w2 = torch.load(sorted((big.run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=True)["model"]
+    for group in w1:
+        for k in w1[group]:
+            torch.testing.assert_close(w1[group][k], w2[group][k], rtol=1e-4, atol=1e-6)
+
+
+def test_fsdp_two_processes_loss_falls(data_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(REPO / "vla-scripts" / "train.py"), "--config_path", str(REPO / "configs" / "vla" / "tiny.yaml"),
+           "--data_root", str(data_root), "--run_root", str(tmp_path), "--run_id", "fsdp",
+           "--vla.max_steps", "12", "--vla.learning_rate", "0.002", "--checkpoint.save_interval", "12"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "fsdp"
+    curve = losses(run)
+    assert len(curve) == 12 and np.mean(curve[-3:]) < np.mean(curve[:3]) - 0.3
+    state = run / "state" / "step-000012"
+    assert {p.name for p in state.glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    assert len(list(state.glob("*.distcp"))) == 2  # each rank wrote its shard
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_size"] == 2 and config["vla"]["type"] == "tiny+mx-synthetic"
+    from prismatic.models.load import load_vla  # the consolidated weights load for inference
+
+    vla = load_vla(run)  # config.json (architecture), dataset_statistics.json, tokenizer/, checkpoints/*.pt
+    assert vla.norm_stats.keys() == {"bridge_orig"}
+
+
+def test_lora_finetune_merge_and_reload(data_root, tmp_path):
+    cfg = tiny_cfg(data_root, tmp_path, max_steps=3, base_vlm=TINY_CKPT, size="full", image_size=None,
+                   learning_rate=5e-3)  # fmt: skip
+    cfg.lora.enabled, cfg.lora.rank, cfg.lora.alpha = True, 4, 8
+    Trainer(cfg).train()
+    run = cfg.run_dir
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    out = tmp_path / "merged"
+    subprocess.run([sys.executable, str(REPO / "vla-scripts" / "merge_lora.py"), "--base_dir", str(TINY_CKPT),
+                    "--run_dir", str(run), "--out_dir", str(out)], check=True, cwd=REPO, capture_output=True)  # fmt: skip
+
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import prismatic  # noqa: F401
+
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert set(model.config.norm_stats) == {"bridge_orig"}  # the fine-tuning data's statistics
+    base = AutoModelForImageTextToText.from_pretrained(TINY_CKPT)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed and all("lora" not in k for k in model.state_dict())  # merged, no adapter modules left
+    img = Image.open(REPO / "tests" / "assets" / "openvla-tiny" / "cases" / "blocks.png")
+    action = model.predict_action(**processor("In: What action should the robot take to pick up the block?\nOut:", img),
+                                  unnorm_key="bridge_orig")  # fmt: skip
+    assert action.shape == (7,) and np.isfinite(action).all()
+
+
+def test_config_errors_are_all_reported_with_flags(tmp_path):
+    cfg = tiny_cfg(tmp_path / "missing", tmp_path, global_batch_size=5, per_device_batch_size=2, stage="half",
+                   lr_schedule="linear")  # fmt: skip
+    cfg.parallel.sharding = "full-shard"
+    with pytest.raises(ConfigError) as err:
+        cfg.validate(world_size=2)
+    msg = str(err.value)
+    for expected in ("--vla.global_batch_size=5", "set --vla.global_batch_size 4", "--vla.stage='half'",
+                     "--vla.lr_schedule='linear'", "--parallel.sharding='full-shard' is not one of: full_shard",
+                     "--data_root="):  # fmt: skip
+        assert expected in msg, (expected, msg)
+
+
+def test_trainer_validates_before_building_anything(tmp_path):
+    cfg = tiny_cfg(tmp_path / "no-data-here", tmp_path)
+    with pytest.raises(ConfigError, match="--data_root"):
+        Trainer(cfg, DistInfo(0, 0, 1, torch.device("cpu")))
+    assert not (tmp_path / cfg.resolved_run_id).exists()
+
+
+def test_resume_ignores_incomplete_checkpoints(tmp_path):
+    mgr = CheckpointManager(tmp_path, DistInfo(0, 0, 1, torch.device("cpu")))
+    for step, complete in ((2, True), (4, True), (6, False)):
+        d = tmp_path / "state" / f"step-{step:06d}"
+        d.mkdir(parents=True)
+        if complete:
+            (d / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "state" / "step-000008.partial").mkdir()
+    assert mgr.latest().name == "step-000004"
+    shutil.rmtree(tmp_path / "state")
+    assert mgr.latest() is None

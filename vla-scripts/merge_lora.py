@@ -1,0 +1,34 @@
+"""Merge a LoRA run's adapter into its base checkpoint and write an HF-layout directory.
+
+    python vla-scripts/merge_lora.py --base_dir /ckpts/openvla-7b --run_dir runs/<run_id> --out_dir hf/merged
+
+The result loads with `AutoModelForImageTextToText.from_pretrained` (after `import prismatic`) and
+carries the run's dataset statistics, so `predict_action(..., unnorm_key=<your dataset>)` works.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import draccus
+
+from prismatic.training.lora import merge_adapter
+
+
+@dataclass
+class MergeConfig:
+    base_dir: Path  # the HF-layout checkpoint that was fine-tuned
+    run_dir: Path  # the fine-tuning run (holds adapter/ and dataset_statistics.json)
+    out_dir: Path  # where to write the merged HF-layout checkpoint
+
+
+@draccus.wrap()
+def main(cfg: MergeConfig) -> None:
+    adapter = cfg.run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} has no adapter_config.json: is {cfg.run_dir} a LoRA run that saved a checkpoint?")
+    vla = merge_adapter(cfg.base_dir, adapter, cfg.out_dir, cfg.run_dir / "dataset_statistics.json")
+    print(f"merged {adapter} into {cfg.base_dir} -> {cfg.out_dir} ({vla})")
+
+
+if __name__ == "__main__":
+    main()
