@@ -80,7 +80,10 @@ class VLAConfig(draccus.ChoiceRegistry):
 
     @property
     def vla_id(self) -> str:
-        return self.get_choice_name(type(self)) or "custom"
+        try:
+            return self.get_choice_name(type(self))
+        except ValueError:  # the base class itself (fields set by hand): not a registered experiment
+            return "custom"
 
 
 @dataclass

@@ -52,18 +52,12 @@ def build_model_and_processor(cfg: TrainConfig) -> VLA:
 class TrainDataset(torch.utils.data.IterableDataset):
     """The RLDS stream as model inputs, with the collator and statistics training needs."""
 
-    def __init__(self, inner: Any, collator: Any, skip: int = 0) -> None:
-        self.inner, self.collator, self.skip = inner, collator, skip
+    def __init__(self, inner: Any, collator: Any) -> None:
+        self.inner, self.collator = inner, collator
         self.dataset_statistics = inner.dataset_statistics
 
     def __iter__(self):
-        # The stream is deterministic per (seed, rank): skipping the frames consumed before a resume
-        # continues exactly where the interrupted run stopped.
-        frames = self.inner.stream.dataset
-        if self.skip:
-            frames = frames.skip(self.skip)
-        for frame in frames.as_numpy_iterator():
-            yield self.inner.batch_transform(frame)
+        return iter(self.inner)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -89,6 +83,6 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
         spec_files=tuple(str(p) for p in cfg.dataset_configs),
     )
     inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,
-                        world_size=info.world_size)  # fmt: skip
+                        world_size=info.world_size, skip=skip)  # fmt: skip
     collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
-    return TrainDataset(inner, collator, skip)
+    return TrainDataset(inner, collator)

@@ -1,0 +1,218 @@
+"""Torch side of the data pipeline: an IterableDataset over the tf.data stream, the per-frame transform
+into model inputs (prompt + action tokens), and the padding collator.
+
+Action tokens are appended as ids directly (never detokenised and re-tokenised): the prompt up to
+"Out:" is tokenised, then (for Llama-2 tokenizers) the lone "▁" piece, then the action ids, then EOS.
+That is exactly the sequence the original obtained by tokenising "...Out: " + decoded action chars + "</s>"
+(tests prove it), without relying on the tokenizer to round-trip rare characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import IterableDataset
+
+from prismatic.constants import IGNORE_INDEX, LLAMA2_EMPTY_TOKEN_ID
+from prismatic.data.errors import DataError
+from prismatic.models.action_tokenizer import ActionTokenizer
+from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
+
+ImageTransform = Callable[[Image.Image], Any]  # -> torch.Tensor or dict[str, torch.Tensor]
+
+
+def _is_llama_sentencepiece(tokenizer: Any) -> bool:
+    """Llama-2 style tokenizers put the lone '▁' (id 29871) between "Out:" and the first action token."""
+    try:
+        return tokenizer.convert_ids_to_tokens(LLAMA2_EMPTY_TOKEN_ID) == "▁"
+    except Exception:
+        return False
+
+
+@dataclass
+class RLDSBatchTransform:
+    """One RLDS frame (numpy) -> {pixel_values, input_ids, labels, dataset_name}."""
+
+    action_tokenizer: ActionTokenizer
+    tokenizer: Any  # a transformers tokenizer
+    image_transform: ImageTransform
+    prompt_builder: str = "pure"
+    predict_stop_token: bool = True
+    camera_view: str = "primary"
+    use_action_chunk: bool = (
+        False  # tokenise every action of the chunk (window + future), not just the current one
+    )
+    insert_empty_token: bool | None = None  # None: auto (True for Llama-2 tokenizers)
+    _empty: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        get_prompt_builder(self.prompt_builder)  # fail now on an unknown name (lists the valid ones)
+        self._empty = (
+            _is_llama_sentencepiece(self.tokenizer)
+            if self.insert_empty_token is None
+            else self.insert_empty_token
+        )
+        if self.tokenizer.eos_token_id is None:
+            raise DataError("The tokenizer has no eos_token_id; the action sequence must end with EOS")
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """Token ids of the prompt up to and including "Out:" (with BOS as the tokenizer adds it)."""
+        builder = get_prompt_builder(self.prompt_builder)
+        builder.add_turn("human", VLA_QUESTION.format(instruction=vla_instruction(instruction)))
+        return list(self.tokenizer(builder.get_prompt(), add_special_tokens=True).input_ids)
+
+    def action_token_ids(self, action: np.ndarray) -> list[int]:
+        return self.action_tokenizer.encode(np.asarray(action).reshape(-1)).tolist()
+
+    def build(self, instruction: str, action: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        prompt = self.prompt_ids(instruction)
+        if self._empty:
+            prompt.append(LLAMA2_EMPTY_TOKEN_ID)
+        target = self.action_token_ids(action) + [int(self.tokenizer.eos_token_id)]
+        input_ids = torch.tensor(prompt + target, dtype=torch.long)
+        labels = input_ids.clone()
+        labels[: len(prompt)] = IGNORE_INDEX  # loss only on the action tokens (+ EOS)
+        if not self.predict_stop_token:
+            labels[-1] = IGNORE_INDEX
+        return input_ids, labels
+
+    def __call__(self, frame: Mapping[str, Any]) -> dict[str, Any]:
+        actions = np.asarray(frame["action"])  # [window + future, D]
+        if self.use_action_chunk:
+            action = actions
+        else:
+            # The current step: last of the observation window (the original's [0] for window_size=1).
+            window = (
+                np.asarray(frame["observation"]["pad_mask"]).shape[0]
+                if "pad_mask" in frame["observation"]
+                else 1
+            )
+            action = actions[window - 1]
+        instruction = frame["task"]["language_instruction"]
+        instruction = instruction.decode() if isinstance(instruction, bytes) else str(instruction)
+        input_ids, labels = self.build(instruction, action)
+        key = f"image_{self.camera_view}"
+        if key not in frame["observation"]:
+            raise DataError(
+                f"Frame has no {key!r}; it has {sorted(frame['observation'])}. Load that camera view."
+            )
+        image = Image.fromarray(np.asarray(frame["observation"][key])[-1])
+        name = frame["dataset_name"]
+        return {
+            "pixel_values": self.image_transform(image),
+            "input_ids": input_ids,
+            "labels": labels,
+            "dataset_name": name.decode() if isinstance(name, bytes) else str(name),
+        }
+
+
+@dataclass
+class PaddedCollator:
+    """Right-pad input_ids (pad id) and labels (IGNORE_INDEX), build attention_mask, stack pixel_values."""
+
+    pad_token_id: int
+    model_max_length: int
+    padding_side: str = "right"
+
+    def __post_init__(self) -> None:
+        if self.padding_side != "right":
+            raise DataError(f"padding_side must be 'right' for training, got {self.padding_side!r}")
+
+    def __call__(self, instances: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not instances:
+            raise DataError("Cannot collate an empty batch")
+        input_ids = pad_sequence(
+            [x["input_ids"] for x in instances], batch_first=True, padding_value=self.pad_token_id
+        )
+        labels = pad_sequence([x["labels"] for x in instances], batch_first=True, padding_value=IGNORE_INDEX)
+        input_ids, labels = input_ids[:, : self.model_max_length], labels[:, : self.model_max_length]
+        lengths = torch.tensor([min(len(x["input_ids"]), self.model_max_length) for x in instances])
+        attention_mask = torch.arange(input_ids.shape[1])[None] < lengths[:, None]
+        pv = [x["pixel_values"] for x in instances]
+        if isinstance(pv[0], torch.Tensor):
+            pixel_values: Any = torch.stack(pv)
+        elif isinstance(pv[0], Mapping):
+            pixel_values = {k: torch.stack([p[k] for p in pv]) for k in pv[0]}
+        else:
+            raise DataError(f"pixel_values must be a tensor or a dict of tensors, got {type(pv[0]).__name__}")
+        out = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+        }
+        if "dataset_name" in instances[0]:
+            out["dataset_names"] = [x["dataset_name"] for x in instances]
+        return out
+
+
+class RLDSDataset(IterableDataset):
+    """Frames from `prismatic.data.pipeline.make_dataset`, transformed for the model.
+
+    TensorFlow does the parallel work, so use it with `DataLoader(num_workers=0)`; each distributed
+    rank passes its `rank` / `world_size` and gets a different stream.
+    """
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        mixture: Any,
+        batch_transform: Callable[[Mapping[str, Any]], dict[str, Any]],
+        config: Any = None,
+        *,
+        train: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        skip: int = 0,
+    ) -> None:
+        from prismatic.data.pipeline import PipelineConfig, make_dataset
+
+        self.batch_transform = batch_transform
+        self.stream = make_dataset(
+            data_root, mixture, config or PipelineConfig(), train=train, rank=rank, world_size=world_size, skip=skip
+        )
+        self.dataset_statistics = self.stream.statistics
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for frame in self.stream.dataset.as_numpy_iterator():
+            yield self.batch_transform(frame)
+
+    def __len__(self) -> int:
+        return self.stream.length
+
+
+class EpisodicRLDSDataset(IterableDataset):
+    """Whole trajectories (lists of transformed frames), in order, for evaluation and visualisation."""
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        dataset: Any,
+        batch_transform: Callable[[Mapping[str, Any]], dict[str, Any]],
+        config: Any = None,
+        *,
+        train: bool = False,
+    ) -> None:
+        from prismatic.data.pipeline import PipelineConfig, make_episodic_dataset
+
+        self.batch_transform = batch_transform
+        self.stream = make_episodic_dataset(data_root, dataset, config or PipelineConfig(), train=train)
+        self.dataset_statistics = self.stream.statistics
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        for traj in self.stream.dataset.as_numpy_iterator():
+            n = len(traj["action"])
+            yield [self.batch_transform(_index_tree(traj, i)) for i in range(n)]
+
+
+def _index_tree(tree: Any, i: int) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _index_tree(v, i) for k, v in tree.items()}
+    return tree[i]

@@ -1,0 +1,185 @@
+"""Policies and data helpers for `TabletopEnv`: scripted expert, random baseline, demo collection, rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from prismatic.envs.tabletop import ACTION_HIGH, ACTION_LOW, MAX_DELTA, TabletopEnv
+
+# A policy maps (obs, info) to a 7-D action. Learned policies must read only `obs` (image, state,
+# instruction); `info` carries the ground truth that only the scripted expert may use.
+Policy = Callable[[Mapping[str, Any], Mapping[str, Any]], np.ndarray]
+
+
+class ScriptedExpert:
+    """Steps straight towards the target object: a proportional controller capped at MAX_DELTA.
+
+    With the default gain of 1 every step has length exactly MAX_DELTA (shorter only when the target is
+    closer than that), so the action is a function of the direction to the target alone; z, rotations
+    are 0 and the gripper stays open (1.0), i.e. constant dimensions a model learns trivially.
+    `noise_std` (metres, per axis, on x and y) is for executing the expert; the demos from
+    `collect_episodes` record the clean action instead.
+    """
+
+    def __init__(self, gain: float = 1.0, noise_std: float = 0.0, seed: int | None = None) -> None:
+        if not gain > 0:
+            raise ValueError(f"gain must be > 0, got {gain!r}")
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        self.gain, self.noise_std = float(gain), float(noise_std)
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        delta = self.gain * (
+            np.asarray(info["target"]["position"]) - np.asarray(obs["state"][:2], np.float64)
+        )
+        norm = float(np.linalg.norm(delta))
+        if norm > MAX_DELTA:
+            delta *= MAX_DELTA / norm
+        if self.noise_std:
+            delta = delta + self._rng.normal(0.0, self.noise_std, size=2)
+        action = np.array([delta[0], delta[1], 0.0, 0.0, 0.0, 0.0, 1.0])
+        return np.clip(action, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+
+    __call__ = act
+
+
+class RandomPolicy:
+    """Uniform samples from the action space (the chance-level baseline)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self._rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32)
+
+    __call__ = act
+
+
+def swap_instruction(info: Mapping[str, Any], rng: np.random.Generator | None = None) -> str:
+    """The episode's instruction with the target replaced by a DIFFERENT object in the scene.
+
+    Same phrasing, other object, so the only change is the grounding (the "language-blind" control).
+    Without `rng` the next object in scene order is used, which is deterministic per episode.
+    """
+    others = [obj for obj in info["objects"] if obj["index"] != info["target"]["index"]]
+    if not others:
+        raise ValueError("swap_instruction needs a scene with at least 2 objects (num_objects >= 2)")
+    if rng is None:
+        after = [obj for obj in others if obj["index"] > info["target"]["index"]]
+        other = (after or others)[0]
+    else:
+        other = others[int(rng.integers(len(others)))]
+    return info["template"].format(other["name"])
+
+
+def rollout(
+    env: TabletopEnv,
+    policy: Policy,
+    seed: int,
+    *,
+    instruction: str | None = None,
+    swap_language: bool = False,
+    record_frames: bool = False,
+) -> dict[str, Any]:
+    """Run one closed-loop episode; success is always judged against the scene's TRUE target.
+
+    `instruction` (or `swap_language=True`, which uses `swap_instruction`) replaces the instruction the
+    policy sees in `obs` and `info`, e.g. for the language-blind control. Returns success, steps, the
+    true and the shown instruction, the seed, and (with `record_frames`) the images uint8 [T+1, H, W, 3].
+    """
+    if instruction is not None and swap_language:
+        raise ValueError("pass either instruction or swap_language=True, not both")
+    obs, info = env.reset(seed=seed)
+    shown = swap_instruction(info) if swap_language else (instruction or info["instruction"])
+    frames = [obs["image"]] if record_frames else []
+    done, success = False, False
+    while not done:
+        action = policy({**obs, "instruction": shown}, {**info, "instruction": shown})
+        obs, _, terminated, truncated, info = env.step(action)
+        if record_frames:
+            frames.append(obs["image"])
+        done, success = terminated or truncated, bool(info["success"])
+    result: dict[str, Any] = {
+        "success": success,
+        "steps": int(info["step"]),
+        "seed": int(seed),
+        "instruction": info["instruction"],
+        "shown_instruction": shown,
+    }
+    if record_frames:
+        result["frames"] = np.stack(frames)
+    return result
+
+
+def collect_episodes(
+    n: int,
+    seed: int = 0,
+    image_size: int = 128,
+    *,
+    num_objects: int = 3,
+    max_steps: int = 25,
+    success_radius: float = 0.06,
+    exploration_noise: float = 0.01,
+    keep_failures: bool = False,
+) -> list[dict[str, Any]]:
+    """Expert demonstrations for episode seeds seed, seed + 1, ... (keep evaluation seeds disjoint).
+
+    Each episode is a dict of per-step arrays ready for an RLDS writer: "image" uint8 [T, S, S, 3],
+    "state" float32 [T, 7], "action" float32 [T, 7], "reward" float32 [T], "is_first"/"is_last"/
+    "is_terminal" bool [T], plus "language_instruction" str, "success" bool, "seed" int, "target" str.
+    Step t holds the observation before action t. Actions are DART-style: the executed action carries
+    Gaussian `exploration_noise` (metres, on x and y) so demos visit slightly-off states, but the label
+    recorded is the clean expert action from that state, which teaches recovery. Failed episodes are
+    skipped (and further seeds tried) unless `keep_failures`.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not exploration_noise >= 0:
+        raise ValueError(f"exploration_noise must be >= 0 (metres), got {exploration_noise!r}")
+    env = TabletopEnv(image_size, num_objects, max_steps, success_radius)
+    expert = ScriptedExpert()
+    noise_rng = np.random.default_rng(seed)
+    episodes: list[dict[str, Any]] = []
+    episode_seed = seed
+    while len(episodes) < n:
+        if episode_seed - seed >= 2 * n + 10:
+            raise RuntimeError(
+                f"the expert failed on too many seeds ({episode_seed - seed} tried for {n} episodes)"
+            )
+        obs, info = env.reset(seed=episode_seed)
+        images, states, actions, rewards = [], [], [], []
+        done = False
+        while not done:
+            label = expert.act(obs, info)
+            executed = label.copy()
+            executed[:2] += noise_rng.normal(0.0, exploration_noise, size=2)
+            images.append(obs["image"])
+            states.append(obs["state"])
+            actions.append(label)
+            obs, reward, terminated, truncated, info = env.step(executed)
+            rewards.append(reward)
+            done = terminated or truncated
+        if info["success"] or keep_failures:
+            t = len(actions)
+            last = np.arange(t) == t - 1
+            episodes.append(
+                {
+                    "image": np.stack(images),
+                    "state": np.stack(states).astype(np.float32),
+                    "action": np.stack(actions).astype(np.float32),
+                    "reward": np.asarray(rewards, np.float32),
+                    "is_first": np.arange(t) == 0,
+                    "is_last": last,
+                    "is_terminal": last & bool(terminated),
+                    "language_instruction": info["instruction"],
+                    "success": bool(info["success"]),
+                    "seed": episode_seed,
+                    "target": info["target"]["name"],
+                }
+            )
+        episode_seed += 1
+    return episodes

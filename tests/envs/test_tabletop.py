@@ -1,0 +1,243 @@
+"""Tests for the embedded tabletop environment, its expert and data helpers (fast: small images)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from prismatic.envs import (
+    ACTION_HIGH,
+    ACTION_LOW,
+    COLORS,
+    MAX_DELTA,
+    SHAPES,
+    RandomPolicy,
+    ScriptedExpert,
+    TabletopEnv,
+    collect_episodes,
+    rollout,
+    swap_instruction,
+)
+from prismatic.envs.tabletop import EEF_LIMIT, OBJECT_HEIGHT
+
+SEEDS = range(50)
+
+
+@pytest.fixture(scope="module")
+def env() -> TabletopEnv:
+    return TabletopEnv(image_size=64)
+
+
+def _nearest_color(rgb: np.ndarray) -> str:
+    return min(COLORS, key=lambda c: float(np.sum((np.asarray(COLORS[c], float) - rgb) ** 2)))
+
+
+def test_expert_succeeds_on_every_seed(env: TabletopEnv) -> None:
+    results = [rollout(env, ScriptedExpert(), seed) for seed in SEEDS]
+    assert all(r["success"] for r in results)
+    assert max(r["steps"] for r in results) <= env.max_steps // 2  # leaves slack for learned policies
+
+
+def test_noisy_expert_still_succeeds(env: TabletopEnv) -> None:
+    expert = ScriptedExpert(noise_std=0.02, seed=0)
+    assert all(rollout(env, expert, seed)["success"] for seed in SEEDS)
+
+
+def test_random_policy_rarely_succeeds(env: TabletopEnv) -> None:
+    policy = RandomPolicy(seed=0)
+    rate = np.mean([rollout(env, policy, seed)["success"] for seed in SEEDS])
+    assert rate < 0.2
+
+
+def test_same_seed_reproduces_scene_instruction_and_images() -> None:
+    a, b = TabletopEnv(image_size=64), TabletopEnv(image_size=64)
+    obs_a, info_a = a.reset(seed=123)
+    obs_b, info_b = b.reset(seed=123)
+    assert obs_a["instruction"] == obs_b["instruction"] and info_a == info_b
+    np.testing.assert_array_equal(obs_a["image"], obs_b["image"])
+    action = np.array([0.03, -0.02, 0, 0, 0, 0, 0.5], np.float32)
+    step_a, step_b = a.step(action), b.step(action)
+    np.testing.assert_array_equal(step_a[0]["image"], step_b[0]["image"])
+    np.testing.assert_array_equal(step_a[0]["state"], step_b[0]["state"])
+
+
+def test_unseeded_reset_is_replayable_from_info_seed(env: TabletopEnv) -> None:
+    env.reset(seed=7)
+    obs, info = env.reset()  # seed drawn from the env's generator
+    replay_obs, replay_info = TabletopEnv(image_size=64).reset(seed=info["seed"])
+    assert replay_info == info
+    np.testing.assert_array_equal(replay_obs["image"], obs["image"])
+
+
+def test_different_seeds_differ(env: TabletopEnv) -> None:
+    images, instructions, layouts = [], set(), set()
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        images.append(obs["image"])
+        instructions.add(info["instruction"])
+        layouts.add(tuple(tuple(o["position"]) for o in info["objects"]))
+    assert len(layouts) == 20
+    assert all(not np.array_equal(images[0], im) for im in images[1:])
+    assert len(instructions) >= 10
+
+
+def test_instruction_names_a_visible_object_of_the_right_colour_and_shape(env: TabletopEnv) -> None:
+    verbs = set()
+    for seed in SEEDS:
+        obs, info = env.reset(seed=seed)
+        target, names = info["target"], [o["name"] for o in info["objects"]]
+        assert obs["instruction"] == info["instruction"]
+        assert info["instruction"].endswith(target["name"]) and target["name"] in names
+        assert sum(name in info["instruction"] for name in names) == 1
+        assert target["color"] in COLORS and target["shape"] in SHAPES
+        # Every object is unique in colour and in shape, so the instruction is unambiguous.
+        assert len({o["color"] for o in info["objects"]}) == len({o["shape"] for o in info["objects"]}) == 3
+        for obj in info["objects"]:  # each object's top face shows its named colour
+            col, row = env.project(np.array([*obj["position"], OBJECT_HEIGHT])).astype(int)
+            assert _nearest_color(obs["image"][row, col].astype(float)) == obj["color"]
+        verbs.add(info["template"])
+    assert len(verbs) >= 3
+
+
+def test_swapped_instruction_names_another_object_in_the_scene(env: TabletopEnv) -> None:
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        for swapped in (swap_instruction(info), swap_instruction(info, rng)):
+            assert swapped != info["instruction"]
+            named = [o for o in info["objects"] if swapped.endswith(o["name"])]
+            assert len(named) == 1 and named[0]["index"] != info["target"]["index"]
+            assert swapped.replace(named[0]["name"], "") == info["instruction"].replace(
+                info["target"]["name"], ""
+            )
+
+
+def test_language_swap_sends_a_grounded_policy_to_the_wrong_object(env: TabletopEnv) -> None:
+    """A policy that obeys whatever it is told never touches the true target on the way (path clearance)."""
+    expert = ScriptedExpert()
+
+    def obedient(obs, info):
+        named = next(o for o in info["objects"] if obs["instruction"].endswith(o["name"]))
+        return expert(obs, {**info, "target": named})
+
+    results = [rollout(env, obedient, seed, swap_language=True) for seed in range(20)]
+    assert not any(r["success"] for r in results)
+    assert all(r["shown_instruction"] != r["instruction"] for r in results)
+    assert all(rollout(env, obedient, seed)["success"] for seed in range(20))
+
+
+def test_reset_option_picks_the_target(env: TabletopEnv) -> None:
+    _, info = env.reset(seed=3, options={"target": 2})
+    assert info["target"]["index"] == 2 and info["instruction"].endswith(info["objects"][2]["name"])
+    with pytest.raises(ValueError, match="target"):
+        env.reset(seed=3, options={"target": 3})
+
+
+def test_passes_gymnasium_env_checker() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no checker warnings either
+        warnings.filterwarnings("ignore", message=".*alternative render modes.*")  # needs gymnasium.make
+        check_env(TabletopEnv(image_size=32))
+
+
+def test_observation_and_spaces(env: TabletopEnv) -> None:
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].dtype == np.float32 and obs["state"][6] == 1.0
+    np.testing.assert_array_equal(env.render(), obs["image"])
+    assert env.action_space.shape == (7,)
+    np.testing.assert_array_equal(env.action_space.low, ACTION_LOW)
+    assert info["success"] is False and info["step"] == 0 and info["distance"] > env.success_radius
+
+
+def test_actions_are_clipped_and_the_gripper_stays_on_the_table(env: TabletopEnv) -> None:
+    obs, _ = env.reset(seed=0)
+    start = obs["state"][:2].copy()
+    obs, *_ = env.step(np.array([10.0, -10.0, 5.0, 9.0, 9.0, 9.0, 7.0]))
+    np.testing.assert_allclose(obs["state"][:2] - start, [MAX_DELTA, -MAX_DELTA], atol=1e-6)
+    assert obs["state"][2] == pytest.approx(0.06) and obs["state"][6] == 1.0  # z fixed; gripper clipped
+    env.reset(seed=0)
+    for _ in range(env.max_steps):
+        obs, _, terminated, truncated, info = env.step(ACTION_HIGH)
+        if terminated or truncated:
+            break
+    assert np.all(np.abs(obs["state"][:2]) <= EEF_LIMIT + 1e-6)
+
+
+def test_invalid_actions_raise(env: TabletopEnv) -> None:
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(7,\)"):
+        env.step(np.zeros(6))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0, 0, 0, 0, 0, 1]))
+
+
+def test_episode_end_semantics() -> None:
+    env = TabletopEnv(image_size=32, max_steps=3)
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(np.zeros(7))
+    env.reset(seed=0)
+    zero = np.zeros(7, np.float32)
+    outcomes = [env.step(zero)[2:4] for _ in range(3)]
+    assert outcomes == [(False, False), (False, False), (False, True)]  # truncated at max_steps
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(zero)
+    expert, terminated, reward = ScriptedExpert(), False, 0.0
+    env_long = TabletopEnv(image_size=32)
+    obs, info = env_long.reset(seed=0)
+    while not terminated:
+        obs, reward, terminated, truncated, info = env_long.step(expert(obs, info))
+        assert not truncated
+    assert reward == 1.0 and info["success"] and info["distance"] <= env_long.success_radius
+    with pytest.raises(RuntimeError, match="call reset"):
+        env_long.step(zero)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"image_size": 16}, "image_size"),
+        ({"image_size": 64.0}, "image_size"),
+        ({"num_objects": 0}, "num_objects"),
+        ({"num_objects": 4}, "num_objects"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"success_radius": 0.5}, "success_radius"),
+        ({"success_radius": "0.05"}, "success_radius"),
+        ({"render_mode": "human"}, "render_mode"),
+    ],
+)
+def test_invalid_constructor_args_raise(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be (an integer in \[|a number in \[|None or)"):
+        TabletopEnv(**kwargs)  # the message names the argument and states the valid values
+
+
+def test_swap_needs_two_objects() -> None:
+    _, info = TabletopEnv(image_size=32, num_objects=1).reset(seed=0)
+    with pytest.raises(ValueError, match="num_objects"):
+        swap_instruction(info)
+
+
+def test_collect_episodes_format() -> None:
+    episodes = collect_episodes(4, seed=100, image_size=48)
+    assert len(episodes) == 4 and [ep["seed"] for ep in episodes] == [100, 101, 102, 103]
+    for ep in episodes:
+        t = len(ep["action"])
+        assert ep["image"].shape == (t, 48, 48, 3) and ep["image"].dtype == np.uint8
+        assert ep["state"].shape == (t, 7) and ep["state"].dtype == np.float32
+        assert ep["action"].shape == (t, 7) and ep["action"].dtype == np.float32
+        assert np.all(ep["action"] >= ACTION_LOW) and np.all(ep["action"] <= ACTION_HIGH)
+        np.testing.assert_array_equal(ep["action"][:, 2:6], 0.0)  # constant dims: trivially learnable
+        np.testing.assert_array_equal(ep["action"][:, 6], 1.0)
+        assert ep["is_first"].tolist() == [True] + [False] * (t - 1)
+        assert ep["is_last"].tolist() == ep["is_terminal"].tolist() == [False] * (t - 1) + [True]
+        assert ep["reward"].tolist() == [0.0] * (t - 1) + [1.0]
+        assert ep["success"] and ep["language_instruction"].endswith(ep["target"])
+    again = collect_episodes(4, seed=100, image_size=48)
+    for a, b in zip(episodes, again, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["action"], b["action"])
+

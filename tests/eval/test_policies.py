@@ -1,0 +1,162 @@
+"""Policies: the remote client against a local stdlib HTTP server (127.0.0.1 only), the local VLA wrapper,
+the random baseline."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from prismatic.eval.policy import (
+    RandomPolicy,
+    RemotePolicy,
+    RemotePolicyError,
+    VLAPolicy,
+    decode_array,
+    encode_array,
+    resolve_unnorm_key,
+)
+
+ACTION = np.array([0.1, -0.2, 0.3, 0.0, 0.5, -0.6, 1.0])
+MAX_REQUESTS = 20  # the server refuses to serve more than this, so no loop can run away
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        server = self.server
+        server.count += 1  # type: ignore[attr-defined]
+        if server.count > MAX_REQUESTS:  # type: ignore[attr-defined]
+            self.send_error(429, "request budget spent")
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        server.requests.append((self.path, body))  # type: ignore[attr-defined]
+        mode = body["instruction"]
+        if self.path != "/act" or mode == "fail":
+            reply, status = {"detail": "model exploded"}, 500
+        elif mode == "numpy":
+            reply, status = encode_array(ACTION.astype(np.float32)), 200
+        elif mode == "double":  # what the original deploy.py sends: a JSON string holding the json-numpy text
+            reply, status = json.dumps(encode_array(ACTION)), 200
+        else:
+            reply, status = {"action": ACTION.tolist()}, 200
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture()
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.count, httpd.requests = 0, []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def _obs(text: str) -> dict:
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    return {"image": image, "instruction": text}
+
+
+def test_remote_policy_wire_format(server):
+    port = server.server_address[1]
+    policy = RemotePolicy(f"http://127.0.0.1:{port}/act", unnorm_key="libero_spatial", timeout_s=5)
+    for mode in ("numpy", "double", "list"):
+        action = policy.act(_obs(mode))
+        assert action.dtype == np.float64 and action.shape == (7,)
+        np.testing.assert_allclose(action, ACTION, rtol=1e-6)
+    path, body = server.requests[0]
+    assert path == "/act" and body["unnorm_key"] == "libero_spatial" and body["instruction"] == "numpy"
+    assert body["image"]["dtype"] == "|u1" and body["image"]["shape"] == [4, 5, 3]
+    np.testing.assert_array_equal(decode_array(body["image"]), _obs("")["image"])
+    assert server.count == 3
+
+
+def test_remote_policy_preprocess_hook(server):
+    port = server.server_address[1]
+    policy = RemotePolicy(f"http://127.0.0.1:{port}/act", preprocess=lambda im: im[:2, :2], timeout_s=5)
+    policy.act(_obs("list"))
+    assert server.requests[-1][1]["image"]["shape"] == [2, 2, 3]
+
+
+def test_remote_policy_http_error_is_not_retried(server):
+    port = server.server_address[1]
+    policy = RemotePolicy(f"http://127.0.0.1:{port}/act", timeout_s=5, retries=3)
+    with pytest.raises(RemotePolicyError, match="HTTP 500.*model exploded"):
+        policy.act(_obs("fail"))
+    assert server.count == 1
+
+
+def test_remote_policy_unreachable_server():
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = RemotePolicy(f"http://127.0.0.1:{port}/act", timeout_s=2, retries=1)
+    with pytest.raises(RemotePolicyError, match="after 2 tries"):
+        policy.act(_obs("list"))
+    with pytest.raises(ValueError, match="http://"):
+        RemotePolicy("127.0.0.1:8000/act")
+
+
+def test_wire_format_matches_json_numpy():
+    json_numpy = pytest.importorskip("json_numpy", reason="json-numpy comes with the `serve` extra")
+    image = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    ours = json.dumps({"image": encode_array(image)})
+    np.testing.assert_array_equal(json_numpy.loads(ours)["image"], image)
+    theirs = json_numpy.dumps(ACTION.astype(np.float32))
+    np.testing.assert_array_equal(decode_array(json.loads(theirs)), ACTION.astype(np.float32))
+
+
+def test_random_policy():
+    p = RandomPolicy(action_dim=3, low=[-1, 0, 0.5], high=[1, 0, 1.0], seed=0)
+    a = np.stack([p.act({}) for _ in range(200)])
+    assert a.shape == (200, 3) and np.all(a[:, 1] == 0) and a[:, 2].min() >= 0.5 and a[:, 0].min() < -0.5
+    assert np.array_equal(RandomPolicy(seed=1).act({}), RandomPolicy(seed=1).act({}))
+    with pytest.raises(ValueError, match="low <= high"):
+        RandomPolicy(low=1, high=0)
+
+
+def test_resolve_unnorm_key():
+    stats = {"bridge_orig": {}, "libero_goal_no_noops": {}}
+    assert resolve_unnorm_key(stats, "bridge_orig") == "bridge_orig"
+    assert resolve_unnorm_key(stats, "libero_goal") == "libero_goal_no_noops"
+    assert resolve_unnorm_key(stats, None) is None
+    with pytest.raises(KeyError, match="choose one of: bridge_orig, libero_goal_no_noops"):
+        resolve_unnorm_key(stats, "libero_10")
+
+
+def test_vla_policy_wraps_predict_action(tiny_vla):
+    from PIL import Image
+
+    seen = []
+    hook = lambda im: (seen.append(im.shape), im[:224, :224])[1]
+    policy = VLAPolicy(tiny_vla, unnorm_key="toy_pick_place", preprocess=hook)
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    obs = {"image": image, "instruction": "pick up the red block"}
+    policy.reset()
+    action = policy.act(obs)
+    expected = tiny_vla.predict_action(Image.fromarray(image[:224, :224]), obs["instruction"], unnorm_key="toy_pick_place")
+    assert action.shape == (7,) and seen == [(256, 256, 3)]
+    np.testing.assert_allclose(action, expected)
+    batch = policy.act_batch([obs, obs])
+    assert batch.shape == (2, 7)
+    np.testing.assert_allclose(batch[0], expected, atol=1e-5)
+    with pytest.raises(KeyError, match="HxWx3|missing"):
+        policy.act({"image": image})
+    with pytest.raises(KeyError, match="choose one of: bridge_orig, toy_pick_place"):
+        VLAPolicy(tiny_vla, unnorm_key="libero_spatial")

@@ -1,0 +1,110 @@
+"""Evaluate a VLA on a LIBERO suite with the original OpenVLA protocol, through `prismatic.eval`.
+
+    python vla-scripts/eval_libero.py --checkpoint runs/openvla-7b+libero_spatial --suite libero_spatial \
+        --center_crop true --out_dir runs/eval/libero_spatial
+
+Re-running with the same --out_dir resumes (episodes already in results.json are skipped). Writes
+results.json, results.md (per-task table), success.png (bar chart) and videos/ under --out_dir.
+--policy remote sends each frame to a policy server instead (wire format: prismatic/eval/policy.py).
+"""
+
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import draccus
+import numpy as np
+
+POLICIES = ("vla", "remote", "random")
+
+
+@dataclass
+class EvalLiberoConfig:
+    # fmt: off
+    checkpoint: str = ""                    # VLA checkpoint dir (HF layout or native run dir); policy=vla
+    suite: str = "libero_spatial"           # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
+    num_trials_per_task: int = 50           # episodes per task (from the suite's fixed initial states, max 50)
+    task_ids: list[int] = field(default_factory=list)   # subset of tasks (default: all)
+    seed: int = 7                           # python / numpy / torch seed (the env itself is always seeded 0)
+    out_dir: str = ""                       # default: runs/eval/libero/<suite>--<checkpoint name>
+    center_crop: bool = True                # 0.9-area centre crop; True for models trained with crop augmentation
+    unnorm_key: str = ""                    # default: the suite name (or <suite>_no_noops if that is what exists)
+    video_episodes: list[int] = field(default_factory=lambda: [0])  # episode indices per task to save as video
+    policy: str = "vla"                     # vla | remote | random
+    remote_url: str = "http://127.0.0.1:8000/act"       # policy=remote: the server's /act endpoint
+    device: str = "cuda"                    # policy=vla: torch device (falls back to cpu without CUDA)
+    dtype: str = "bfloat16"                 # policy=vla: bfloat16 | float16 | float32
+    num_steps_wait: int = 10                # do-nothing steps after reset while objects settle
+    max_steps: int = 0                      # override the suite's step limit (0: 220/280/300/520/400)
+    resume: bool = True                     # skip episodes already recorded in out_dir/results.json
+    # fmt: on
+
+
+def _check(cfg: EvalLiberoConfig) -> None:
+    from prismatic.eval.libero import check_suite
+
+    check_suite(cfg.suite)
+    if cfg.policy not in POLICIES:
+        raise ValueError(f"unknown --policy {cfg.policy!r}; choose one of: {', '.join(POLICIES)}")
+    if cfg.policy == "vla" and not cfg.checkpoint:
+        raise ValueError("--checkpoint is required with --policy vla")
+    if "image_aug" in cfg.checkpoint and not cfg.center_crop:
+        raise ValueError("checkpoint name says it was trained with image augmentation: use --center_crop true")
+    if not 1 <= cfg.num_trials_per_task <= 50:
+        raise ValueError(f"--num_trials_per_task must be in 1..50 (LIBERO has 50 initial states), "
+                         f"got {cfg.num_trials_per_task}")
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _make_policy(cfg: EvalLiberoConfig, preprocess):
+    from prismatic.eval import RandomPolicy, RemotePolicy, VLAPolicy
+
+    unnorm_key = cfg.unnorm_key or cfg.suite
+    if cfg.policy == "random":  # chance baseline, in the model convention (gripper in [0, 1])
+        return RandomPolicy(seed=cfg.seed, low=[-1.0] * 6 + [0.0], high=[1.0] * 6 + [1.0])
+    if cfg.policy == "remote":
+        return RemotePolicy(cfg.remote_url, unnorm_key=unnorm_key, preprocess=preprocess)
+    import torch
+
+    from prismatic import load_vla
+
+    device = cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu"
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if cfg.dtype not in dtypes:
+        raise ValueError(f"unknown --dtype {cfg.dtype!r}; choose one of: {', '.join(dtypes)}")
+    vla = load_vla(cfg.checkpoint, device=device, dtype=dtypes[cfg.dtype])
+    return VLAPolicy(vla, unnorm_key=unnorm_key, preprocess=preprocess)
+
+
+@draccus.wrap()
+def main(cfg: EvalLiberoConfig) -> None:
+    _check(cfg)
+    # Build the LIBERO factory first: it writes libero's config and loads the renderer before TF is imported.
+    from prismatic.eval import format_table, plot_success_bars, run_evaluation
+    from prismatic.eval.libero import LiberoEnvFactory, make_image_preprocessor
+
+    factory = LiberoEnvFactory(cfg.suite, task_ids=cfg.task_ids or None, num_steps_wait=cfg.num_steps_wait,
+                               max_steps=cfg.max_steps or None)
+    _seed_everything(cfg.seed)
+    policy = _make_policy(cfg, make_image_preprocessor(224, crop=cfg.center_crop))
+    name = Path(cfg.checkpoint).name if cfg.checkpoint else cfg.policy
+    out_dir = Path(cfg.out_dir or f"runs/eval/libero/{cfg.suite}--{name}")
+    results = run_evaluation(factory, policy, out_dir, trials_per_task=cfg.num_trials_per_task,
+                             video_episodes=cfg.video_episodes, config=asdict(cfg), resume=cfg.resume)
+    summary = results.summary()
+    table = format_table(summary)
+    (out_dir / "results.md").write_text(f"# {cfg.suite} ({name})\n\n{table}\n")
+    plot_success_bars(summary, out_dir / "success.png", title=f"{cfg.suite}: {name}")
+    print(f"\n{table}\n\nresults: {out_dir / 'results.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
