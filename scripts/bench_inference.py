@@ -121,8 +121,11 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes for predict_action")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "inference.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dtype = getattr(torch, args.dtype)
     vla = build(args.model, args.device, dtype)

@@ -50,10 +50,14 @@ def _check(cfg: EvalLiberoConfig) -> None:
     if cfg.policy == "vla" and not cfg.checkpoint:
         raise ValueError("--checkpoint is required with --policy vla")
     if "image_aug" in cfg.checkpoint and not cfg.center_crop:
-        raise ValueError("checkpoint name says it was trained with image augmentation: use --center_crop true")
+        raise ValueError(
+            "checkpoint name says it was trained with image augmentation: use --center_crop true"
+        )
     if not 1 <= cfg.num_trials_per_task <= 50:
-        raise ValueError(f"--num_trials_per_task must be in 1..50 (LIBERO has 50 initial states), "
-                         f"got {cfg.num_trials_per_task}")
+        raise ValueError(
+            f"--num_trials_per_task must be in 1..50 (LIBERO has 50 initial states), "
+            f"got {cfg.num_trials_per_task}"
+        )
 
 
 def _seed_everything(seed: int) -> None:
@@ -91,14 +95,25 @@ def main(cfg: EvalLiberoConfig) -> None:
     from prismatic.eval import format_table, plot_success_bars, run_evaluation
     from prismatic.eval.libero import LiberoEnvFactory, make_image_preprocessor
 
-    factory = LiberoEnvFactory(cfg.suite, task_ids=cfg.task_ids or None, num_steps_wait=cfg.num_steps_wait,
-                               max_steps=cfg.max_steps or None)
+    factory = LiberoEnvFactory(
+        cfg.suite,
+        task_ids=cfg.task_ids or None,
+        num_steps_wait=cfg.num_steps_wait,
+        max_steps=cfg.max_steps or None,
+    )
     _seed_everything(cfg.seed)
     policy = _make_policy(cfg, make_image_preprocessor(224, crop=cfg.center_crop))
     name = Path(cfg.checkpoint).name if cfg.checkpoint else cfg.policy
     out_dir = Path(cfg.out_dir or f"runs/eval/libero/{cfg.suite}--{name}")
-    results = run_evaluation(factory, policy, out_dir, trials_per_task=cfg.num_trials_per_task,
-                             video_episodes=cfg.video_episodes, config=asdict(cfg), resume=cfg.resume)
+    results = run_evaluation(
+        factory,
+        policy,
+        out_dir,
+        trials_per_task=cfg.num_trials_per_task,
+        video_episodes=cfg.video_episodes,
+        config=asdict(cfg),
+        resume=cfg.resume,
+    )
     summary = results.summary()
     table = format_table(summary)
     (out_dir / "results.md").write_text(f"# {cfg.suite} ({name})\n\n{table}\n")

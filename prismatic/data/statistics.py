@@ -17,7 +17,6 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prismatic.data.errors import DataError
+from prismatic.util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,7 @@ STAT_KEYS = ("mean", "std", "max", "min", "q01", "q99")
 
 
 # -- files ---------------------------------------------------------------------------------------------
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temp file in the same folder, then `os.replace` it: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
+# (atomic writes: prismatic.util.io.atomic_write_json)
 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, Mapping):

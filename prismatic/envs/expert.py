@@ -125,6 +125,7 @@ def collect_episodes(
     success_radius: float = 0.06,
     exploration_noise: float = 0.01,
     keep_failures: bool = False,
+    start: str = "random",
 ) -> list[dict[str, Any]]:
     """Expert demonstrations for episode seeds seed, seed + 1, ... (keep evaluation seeds disjoint).
 
@@ -140,7 +141,7 @@ def collect_episodes(
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if not exploration_noise >= 0:
         raise ValueError(f"exploration_noise must be >= 0 (metres), got {exploration_noise!r}")
-    env = TabletopEnv(image_size, num_objects, max_steps, success_radius)
+    env = TabletopEnv(image_size, num_objects, max_steps, success_radius, start=start)
     expert = ScriptedExpert()
     noise_rng = np.random.default_rng(seed)
     episodes: list[dict[str, Any]] = []

@@ -54,7 +54,9 @@ MAX_OBJECTS = min(len(COLORS), len(SHAPES))
 TABLE_HALF = 0.30  # the table top is [-0.3, 0.3]^2
 TABLE_THICKNESS = 0.03
 OBJECT_RANGE = 0.22  # object centres are sampled in [-0.22, 0.22]^2
-START_RANGE = 0.25  # the gripper's start xy is sampled in [-0.25, 0.25]^2
+START_RANGE = 0.25  # the gripper's start xy is sampled in [-0.25, 0.25]^2 (start="random")
+HOME = (0.0, -0.26)  # the gripper's fixed start with start="home": front centre, the robot's side
+START_MODES = ("random", "home")
 EEF_LIMIT = 0.28  # the gripper's xy is clipped to [-0.28, 0.28]^2 (stays above the table)
 OBJECT_HALF = 0.04  # block half-side / cylinder radius (triangle circumradius is 1.5x this)
 OBJECT_HEIGHT = 0.045
@@ -132,14 +134,19 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(p - (a + t * ab)))
 
 
-def sample_scene(rng: np.random.Generator, num_objects: int, success_radius: float) -> Scene:
-    """Rejection-sample a scene whose start->object paths keep clear of every other object."""
+def sample_scene(
+    rng: np.random.Generator, num_objects: int, success_radius: float, start_mode: str = "random"
+) -> Scene:
+    """Rejection-sample a scene whose start->object paths keep clear of every other object.
+
+    start_mode "home" starts the gripper at HOME (as a robot starts from its home pose), so the
+    direction to the target stays the same along the expert's straight path."""
     colors = [list(COLORS)[i] for i in rng.permutation(len(COLORS))[:num_objects]]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:num_objects]]
     clearance = success_radius + PATH_MARGIN
     for _ in range(10_000):
         pos = rng.uniform(-OBJECT_RANGE, OBJECT_RANGE, size=(num_objects, 2))
-        start = rng.uniform(-START_RANGE, START_RANGE, size=2)
+        start = rng.uniform(-START_RANGE, START_RANGE, size=2) if start_mode == "random" else np.asarray(HOME)
         gaps = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(num_objects)
         if gaps.min() < MIN_SEPARATION or np.linalg.norm(pos - start, axis=1).min() < START_CLEARANCE:
             continue
@@ -191,8 +198,12 @@ class TabletopEnv(gym.Env):
         max_steps: int = 25,
         success_radius: float = 0.06,
         render_mode: str | None = "rgb_array",
+        start: str = "random",
     ) -> None:
         self.image_size = _check_int("image_size", image_size, 32, 1024)
+        if start not in START_MODES:
+            raise ValueError(f"start must be one of {', '.join(START_MODES)}, got {start!r}")
+        self.start_mode = start
         self.num_objects = _check_int("num_objects", num_objects, 1, MAX_OBJECTS)
         self.max_steps = _check_int("max_steps", max_steps, 1, 10_000)
         if (
@@ -235,7 +246,7 @@ class TabletopEnv(gym.Env):
         object i the target instead of the sampled one."""
         super().reset(seed=seed)
         self._seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
-        scene = sample_scene(np.random.default_rng(self._seed), self.num_objects, self.success_radius)
+        scene = sample_scene(np.random.default_rng(self._seed), self.num_objects, self.success_radius, self.start_mode)
         if options and "target" in options:
             target = options["target"]
             if (

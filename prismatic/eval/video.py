@@ -47,6 +47,8 @@ def save_video(frames: Sequence[np.ndarray], path_stem: str | Path, fps: int = 3
         path = stem.with_name(stem.name + ".gif")
         tmp = path.with_name(f".{path.name}.tmp.gif")
         images = [Image.fromarray(f) for f in arrays]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+        images[0].save(
+            tmp, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0
+        )
     os.replace(tmp, path)
     return path

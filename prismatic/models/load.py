@@ -153,9 +153,9 @@ def load_vla(
     if is_hf_dir(path):
         check_hf_dir(path)
         model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto")
-        processor = PrismaticProcessor.from_pretrained(tokenizer or path) if tokenizer else None
-        if processor is None:
-            processor = PrismaticProcessor.from_pretrained(path)
+        processor = PrismaticProcessor.from_pretrained(path)
+        if tokenizer is not None:
+            processor.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         return VLA(model.to(device).eval(), processor)
     if is_native_run_dir(path):
         checkpoint = path if path.suffix == ".pt" else _pick_checkpoint(path)

@@ -293,6 +293,8 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         Equivalent to `generate(..., max_new_tokens=n_tokens)` (greedy by default) without its
         per-step machinery, which dominates latency for 7 tokens.
         """
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: let attention take its causal fast path
         input_ids, attention_mask = self._append_empty_token(input_ids, attention_mask)
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         out = self(

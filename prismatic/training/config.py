@@ -59,7 +59,7 @@ class VLAConfig(draccus.ChoiceRegistry):
     image_resize_strategy: str = "resize-naive"           # resize-naive | resize-crop | letterbox
     llm_max_length: int = 2048                            # truncate sequences to this many tokens
     image_size: int | None = None                         # override the backbone's resolution (None: native)
-    size: str = "full"                                    # "full" or "tiny" (test-sized, same structure)
+    size: str = "full"                                    # full | small | tiny (CPU-sized, same structure)
     base_vlm: Path | None = None                          # HF-layout dir or native run to start from (None: random init)
     stage: str = "full"                                   # full | frozen-vision | sandwich | last-layer
     # -- data --
@@ -176,7 +176,7 @@ class TrainConfig:
         check_choice(v.llm_backbone_id, LLM_BACKBONES.names(), "vla.llm_backbone_id")
         check_choice(v.arch_specifier.split("+")[-1], PROJECTORS.names(), "vla.arch_specifier (projector part)")
         check_choice(v.image_resize_strategy, RESIZE_STRATEGIES, "vla.image_resize_strategy")
-        check_choice(v.size, ("full", "tiny"), "vla.size")
+        check_choice(v.size, ("full", "small", "tiny"), "vla.size")
         check_choice(v.stage, [s.value for s in Stage], "vla.stage")
         check_choice(v.lr_schedule, [s.value for s in LRSchedule], "vla.lr_schedule")
         check_choice(self.parallel.sharding, [s.value for s in Sharding], "parallel.sharding")
@@ -211,7 +211,7 @@ class TrainConfig:
             problems.append(f"--vla.base_vlm={str(v.base_vlm)!r} does not exist")
         if v.base_vlm is None and v.size == "full":
             problems.append(
-                "a full-size model needs pretrained weights: set --vla.base_vlm (random init is only for --vla.size tiny)"
+                "a full-size model needs pretrained weights: set --vla.base_vlm (random init is only for --vla.size tiny or small)"
             )
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             problems.append(f"--tokenizer={str(self.tokenizer)!r} is not a directory")

@@ -33,20 +33,36 @@ def build_model_and_processor(cfg: TrainConfig) -> VLA:
     llm = LLM_BACKBONES.get(v.llm_backbone_id)
     vision = VISION_BACKBONES.get(v.vision_backbone_id)
     size = v.image_size or vision.image_size
-    tiny = v.size == "tiny"
+    llm_kwargs, timm_kwargs = _reduced_sizes(v.size, llm.tiny, vision.tiny_kwargs())
     text = llm.text_config(
-        tiny=tiny, vocab_size=padded_vocab_size(len(tokenizer)), pad_token_id=tokenizer.pad_token_id,
-        max_position_embeddings=max(v.llm_max_length, 512),
+        vocab_size=padded_vocab_size(len(tokenizer)), pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=max(v.llm_max_length, 512), **llm_kwargs,
     )  # fmt: skip
     config = OpenVLAConfig(
         vision_backbone_id=v.vision_backbone_id, llm_backbone_id=v.llm_backbone_id, arch_specifier=v.arch_specifier,
         image_resize_strategy=v.image_resize_strategy, llm_max_length=v.llm_max_length, text_config=text.to_dict(),
-        image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=vision.tiny_kwargs() if tiny else None,
+        image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=timm_kwargs,
         pad_token_id=tokenizer.pad_token_id, action_vocab_size=tokenizer.vocab_size, norm_stats={},
     )  # fmt: skip
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = OpenVLAForActionPrediction(config)
     return VLA(model, build_processor(config, tokenizer))
+
+
+def _reduced_sizes(size: str, llm_tiny: dict[str, Any], vision_tiny: list[dict[str, Any]]):
+    """LLM config overrides and per-featurizer timm overrides for `tiny` / `small` (None, None: full size).
+
+    `small` doubles the width and depth of `tiny`: still CPU-trainable, enough to learn the embedded
+    tabletop task in minutes.
+    """
+    if size == "full":
+        return {}, None
+    if size == "tiny":
+        return dict(llm_tiny), vision_tiny
+    llm = {**llm_tiny, "hidden_size": 2 * llm_tiny["hidden_size"], "intermediate_size": 2 * llm_tiny["intermediate_size"],
+           "num_hidden_layers": 2 * llm_tiny["num_hidden_layers"]}  # fmt: skip
+    vision = [{**k, "embed_dim": 2 * k["embed_dim"], "depth": k["depth"] + 1} for k in vision_tiny]
+    return llm, vision
 
 
 class TrainDataset(torch.utils.data.IterableDataset):

@@ -16,7 +16,6 @@ rotates them by 180 degrees -- see docs/libero.md for converting to RLDS.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,7 +27,9 @@ IMAGE_RESOLUTION = 256
 NOOP_THRESHOLD = 1e-4
 
 
-def is_noop(action: np.ndarray, prev_action: np.ndarray | None = None, threshold: float = NOOP_THRESHOLD) -> bool:
+def is_noop(
+    action: np.ndarray, prev_action: np.ndarray | None = None, threshold: float = NOOP_THRESHOLD
+) -> bool:
     """Zero motion (norm of the first six dims below `threshold`) and an unchanged gripper command.
 
     Without the gripper condition, steps where the arm is still but the gripper opens or closes would be
@@ -40,8 +41,13 @@ def is_noop(action: np.ndarray, prev_action: np.ndarray | None = None, threshold
     return still and action[-1] == prev_action[-1]
 
 
-def replay_demo(env: Any, orig_actions: np.ndarray, orig_states: np.ndarray, orig_robot_states: np.ndarray,
-                num_steps_wait: int) -> tuple[dict[str, list], bool, int]:
+def replay_demo(
+    env: Any,
+    orig_actions: np.ndarray,
+    orig_states: np.ndarray,
+    orig_robot_states: np.ndarray,
+    num_steps_wait: int,
+) -> tuple[dict[str, list], bool, int]:
     """Replay one demo; returns the kept transitions, whether the replay succeeded, and the no-ops dropped."""
     from prismatic.eval.libero import DUMMY_ACTION, quat2axisangle
 
@@ -50,8 +56,16 @@ def replay_demo(env: Any, orig_actions: np.ndarray, orig_states: np.ndarray, ori
     obs = None
     for _ in range(num_steps_wait):  # let objects settle, as during evaluation
         obs, _, _, _ = env.step(list(DUMMY_ACTION))
-    keys = ("states", "actions", "ee_states", "gripper_states", "joint_states", "robot_states",
-            "agentview_images", "eye_in_hand_images")
+    keys = (
+        "states",
+        "actions",
+        "ee_states",
+        "gripper_states",
+        "joint_states",
+        "robot_states",
+        "agentview_images",
+        "eye_in_hand_images",
+    )
     out: dict[str, list] = {k: [] for k in keys}
     done, noops = False, 0
     for action in orig_actions:
@@ -105,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--libero_task_suite", required=True, choices=list(SUITES))
-    p.add_argument("--libero_raw_data_dir", required=True, type=Path, help="folder of raw <task>_demo.hdf5 files")
+    p.add_argument(
+        "--libero_raw_data_dir", required=True, type=Path, help="folder of raw <task>_demo.hdf5 files"
+    )
     p.add_argument("--libero_target_dir", required=True, type=Path, help="output folder (regenerated files)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --libero_target_dir")
     p.add_argument("--task_ids", type=int, nargs="*", default=None, help="only these tasks (default: all)")
@@ -143,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             data, group = raw["data"], new.create_group("data")
             for i in range(len(data.keys())):
                 demo = data[f"demo_{i}"]
-                kept, done, dropped = replay_demo(env, demo["actions"][()], demo["states"][()],
-                                                  demo["robot_states"][()], args.num_steps_wait)
+                kept, done, dropped = replay_demo(
+                    env,
+                    demo["actions"][()],
+                    demo["states"][()],
+                    demo["robot_states"][()],
+                    args.num_steps_wait,
+                )
                 noops += dropped
                 if kept["actions"] and (done or args.keep_failed):
                     write_demo(group, f"demo_{i}", kept)
@@ -152,14 +173,19 @@ def main(argv: list[str] | None = None) -> int:
                 replays += 1
                 task_key = task.language.replace(" ", "_")
                 meta.setdefault(task_key, {})[f"demo_{i}"] = {
-                    "success": done, "initial_state": np.asarray(demo["states"][0]).tolist(),
+                    "success": done,
+                    "initial_state": np.asarray(demo["states"][0]).tolist(),
                 }
                 atomic_write_json(meta_path, meta)  # after every demo, so a crash keeps what was done
-                tqdm.write(f"replayed {replays}, succeeded {successes} ({100 * successes / replays:.1f}%), "
-                           f"no-ops dropped {noops}")
+                tqdm.write(
+                    f"replayed {replays}, succeeded {successes} ({100 * successes / replays:.1f}%), "
+                    f"no-ops dropped {noops}"
+                )
         env.close()
         tqdm.write(f"saved {out_path}")
-    print(f"done: {target} ({successes}/{replays} replays succeeded, {noops} no-op steps dropped); metainfo: {meta_path}")
+    print(
+        f"done: {target} ({successes}/{replays} replays succeeded, {noops} no-op steps dropped); metainfo: {meta_path}"
+    )
     return 0
 
 

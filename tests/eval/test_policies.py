@@ -150,7 +150,9 @@ def test_vla_policy_wraps_predict_action(tiny_vla):
     obs = {"image": image, "instruction": "pick up the red block"}
     policy.reset()
     action = policy.act(obs)
-    expected = tiny_vla.predict_action(Image.fromarray(image[:224, :224]), obs["instruction"], unnorm_key="toy_pick_place")
+    expected = tiny_vla.predict_action(
+        Image.fromarray(image[:224, :224]), obs["instruction"], unnorm_key="toy_pick_place"
+    )
     assert action.shape == (7,) and seen == [(256, 256, 3)]
     np.testing.assert_allclose(action, expected)
     batch = policy.act_batch([obs, obs])

@@ -17,6 +17,8 @@ def test_is_noop():
     still_open = np.array([0, 0, 0, 0, 0, 0, -1.0])
     assert regen.is_noop(still_open)  # first step: motion alone decides
     assert regen.is_noop(still_open, prev_action=still_open)
-    assert not regen.is_noop(np.array([0, 0, 0, 0, 0, 0, 1.0]), prev_action=still_open)  # gripper closes: kept
+    assert not regen.is_noop(
+        np.array([0, 0, 0, 0, 0, 0, 1.0]), prev_action=still_open
+    )  # gripper closes: kept
     assert not regen.is_noop(np.array([2e-4, 0, 0, 0, 0, 0, -1.0]), prev_action=still_open)  # moves: kept
     assert regen.is_noop(np.array([5e-5, 5e-5, 0, 0, 0, 5e-5, -1.0]), prev_action=still_open)  # norm < 1e-4
