@@ -75,8 +75,11 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=None)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "train.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dtype = torch.bfloat16 if args.model == "7b" else torch.float32
     model = build(args.model, args.device, args.lora_rank)

@@ -46,6 +46,7 @@ def build_model_and_processor(cfg: TrainConfig) -> VLA:
     )  # fmt: skip
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = OpenVLAForActionPrediction(config)
+    model.vision_backbone.init_sincos_pos_embed()  # from scratch: patches must say where they are
     return VLA(model, build_processor(config, tokenizer))
 
 

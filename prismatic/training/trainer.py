@@ -106,6 +106,7 @@ class Trainer:
                 metrics = self.train_step(batches)
                 metrics["step_time_s"] = time.perf_counter() - t0
                 metrics["samples_per_s"] = self.cfg.vla.global_batch_size / metrics["step_time_s"]
+                metrics["tokens_per_s"] = metrics.pop("tokens") / metrics["step_time_s"]  # text tokens, all ranks
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics.get('action_accuracy', 0):.3f}")
                 if self.state.step % self.cfg.logging.log_interval == 0 or self.state.step == self.total_steps:
@@ -147,7 +148,7 @@ class Trainer:
         self.state.step += 1
         self.state.samples_seen += self.accum * self.cfg.vla.per_device_batch_size
         self.state.last_loss = metrics["loss"]
-        metrics.update(grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0], tokens_per_s_rank=tokens)
+        metrics.update(grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0], tokens=tokens * self.info.world_size)
         return metrics
 
     def _mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:

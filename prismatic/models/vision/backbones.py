@@ -166,6 +166,27 @@ class VisionBackbone(nn.Module):
     def in_channels(self) -> int:
         return 3 * len(self.featurizers)
 
+    @torch.no_grad()
+    def init_sincos_pos_embed(self) -> None:
+        """Fixed-scale 2-D sine-cosine position embeddings, for training a backbone from scratch.
+
+        timm initialises `pos_embed` with std 0.02, ~50x weaker than the patch content, so a randomly
+        initialised ViT carries almost no "where" in its patch tokens and a policy cannot learn to
+        localise objects; pretrained backbones do not need this."""
+        for vit in self.featurizers:
+            h, w = vit.patch_embed.grid_size
+            dim = vit.pos_embed.shape[-1]
+            quarter = dim // 4
+            omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+            out = [torch.sin(ys.reshape(-1, 1) * omega), torch.cos(ys.reshape(-1, 1) * omega),
+                   torch.sin(xs.reshape(-1, 1) * omega), torch.cos(xs.reshape(-1, 1) * omega)]  # fmt: skip
+            table = torch.cat(out, dim=1)
+            table = torch.nn.functional.pad(table, (0, dim - table.shape[1]))  # [h * w, dim]
+            extra = vit.pos_embed.shape[1] - h * w  # class/register tokens that carry a position row
+            vit.pos_embed.zero_()
+            vit.pos_embed[0, extra:] = table.to(vit.pos_embed.dtype)
+
     def _feature_index(self, vit: nn.Module) -> int:
         return len(vit.blocks) + self.feature_block if self.feature_block < 0 else self.feature_block
 
