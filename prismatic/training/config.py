@@ -94,6 +94,7 @@ class ParallelConfig:
     reduce_in_fp32: bool = True                # gradient reduce-scatter in fp32
     activation_checkpointing: bool = True      # recompute decoder layers / ViT blocks in backward
     backend: str | None = None                 # torch.distributed backend (None: nccl on GPU, gloo on CPU)
+    cpu_threads: int | None = None             # torch intra-op threads on CPU (leave cores to tf.data)
     # fmt: on
 
 

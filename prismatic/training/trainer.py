@@ -50,6 +50,8 @@ class Trainer:
         cfg.validate(self.info.world_size)  # every config problem, before anything expensive
         self.cfg, self.run_dir = cfg, cfg.run_dir
         torch.manual_seed(cfg.seed + self.info.rank)
+        if cfg.parallel.cpu_threads and self.info.device.type == "cpu":
+            torch.set_num_threads(cfg.parallel.cpu_threads)
 
         log.info("building model and processor")
         self.vla = build_model_and_processor(cfg)
