@@ -102,4 +102,16 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
     inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,
                         world_size=info.world_size, skip=skip)  # fmt: skip
     collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
+    _record_normalization_types(inner.dataset_statistics, pipeline)
     return TrainDataset(inner, collator)
+
+
+def _record_normalization_types(statistics: dict[str, Any], pipeline: Any) -> None:
+    """Store each dataset's normalisation type with its statistics, so inference un-normalises the way
+    training normalised (absent = BOUNDS_Q99, the original's only choice)."""
+    from prismatic.data.spec import get_dataset_spec
+    from prismatic.normalization import NormalizationType
+
+    for name, stats in statistics.items():
+        kind = pipeline.normalization_type or get_dataset_spec(name, pipeline.spec_files).normalization_type
+        stats["normalization_type"] = NormalizationType.parse(kind).value

@@ -32,10 +32,11 @@ def test_recorded_demos_round_trip_through_the_pipeline(tmp_path):
         (ep,) = [e for e in episodes if len(e["image"]) == len(image) and np.array_equal(e["image"][0], image[0])]
         np.testing.assert_array_equal(image, ep["image"])  # PNG: lossless, identity resize
         assert traj["task"]["language_instruction"][0].decode() == ep["language_instruction"]
-        # normalised actions: q01/q99 bounds on x/y; dimensions that never vary (z, rpy, and here the
+        # normalised actions: the entry's bounds on x/y; dimensions that never vary (z, rpy, and here the
         # always-open gripper) map to 0, exactly as the original's normalisation does
         raw = ep["action"]
         np.testing.assert_array_equal(traj["action"][:, -1, 2:], 0.0)
-        low, high = np.asarray(stats["action"]["q01"]), np.asarray(stats["action"]["q99"])
+        bounds = ("q01", "q99") if spec.normalization_type.value == "bounds_q99" else ("min", "max")
+        low, high = (np.asarray(stats["action"][k]) for k in bounds)
         expected = np.clip(2 * (raw[:, :2] - low[:2]) / (high[:2] - low[:2] + 1e-8) - 1, -1, 1)
         np.testing.assert_allclose(traj["action"][:, -1, :2], expected, atol=1e-5)

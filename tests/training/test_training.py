@@ -184,3 +184,12 @@ def test_resume_ignores_incomplete_checkpoints(tmp_path):
     assert mgr.latest().name == "step-000004"
     shutil.rmtree(tmp_path / "state")
     assert mgr.latest() is None
+
+
+def test_statistics_record_the_normalisation_type(data_root, tmp_path):
+    from prismatic.training.model_setup import build_model_and_processor, build_train_dataset
+
+    cfg = tiny_cfg(data_root, tmp_path)
+    vla = build_model_and_processor(cfg)
+    ds = build_train_dataset(cfg, vla, DistInfo(0, 0, 1, torch.device("cpu")))
+    assert ds.dataset_statistics["bridge_orig"]["normalization_type"] == "bounds_q99"
