@@ -30,8 +30,7 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing
 
 import prismatic  # noqa: E402
 from prismatic.models.configuration import OpenVLAConfig  # noqa: E402
-from prismatic.models.load import build_processor  # noqa: E402
-from prismatic.models.modeling import OpenVLAForActionPrediction  # noqa: E402
+from prismatic.models.load import build_processor, build_random_on_device  # noqa: E402
 from prismatic.models.vla import VLA  # noqa: E402
 
 TINY = REPO / "tests" / "assets" / "openvla-tiny"
@@ -45,15 +44,7 @@ def build(model: str, device: str, dtype: torch.dtype) -> VLA:
     # Full-size openvla-7b architecture, random weights, built straight on the target device.
     stats = json.loads((TINY / "checkpoint" / "config.json").read_text())["norm_stats"]
     config = OpenVLAConfig(norm_stats=stats)
-    with torch.device("meta"):
-        m = OpenVLAForActionPrediction(config)
-    m = m.to_empty(device=device).to(dtype)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0.0, 0.02)
-        for module in m.modules():  # rotary frequencies etc.
-            if list(module.buffers(recurse=False)):
-                m._init_weights(module)
+    m = build_random_on_device(config, device, dtype)
     from transformers import AutoTokenizer
 
     return VLA(m.eval(), build_processor(config, AutoTokenizer.from_pretrained(TINY / "checkpoint")))

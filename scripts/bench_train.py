@@ -38,23 +38,15 @@ def build(model: str, device: str, lora_rank: int | None):
         m = build_model_and_processor(TrainConfig(vla=v, data_root=Path("."))).model
     else:  # full-size openvla-7b architecture, random weights, straight on the device
         from prismatic.models.configuration import OpenVLAConfig
-        from prismatic.models.modeling import OpenVLAForActionPrediction
+        from prismatic.models.load import build_random_on_device
 
-        with torch.device("meta"):
-            m = OpenVLAForActionPrediction(OpenVLAConfig(norm_stats={}))
-        m = m.to_empty(device=device).to(torch.bfloat16)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.02)
-            for module in m.modules():
-                if list(module.buffers(recurse=False)):
-                    m._init_weights(module)
+        m = build_random_on_device(OpenVLAConfig(norm_stats={}), device)
     if lora_rank:
         from prismatic.training.lora import wrap_with_lora
 
         m = wrap_with_lora(m, LoRAConfig(enabled=True, rank=lora_rank, alpha=min(lora_rank, 16)))
-    if device == "cuda" and model == "7b":
-        m.gradient_checkpointing_enable() if hasattr(m, "gradient_checkpointing_enable") else None
+    if model == "7b":
+        m.gradient_checkpointing_enable()  # as training does at this size
     return m.to(device).train()
 
 

@@ -211,6 +211,23 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
             model._init_weights(module)
 
 
+def build_random_on_device(
+    config: OpenVLAConfig, device: str | torch.device, dtype: torch.dtype = torch.bfloat16, std: float = 0.02
+) -> OpenVLAForActionPrediction:
+    """Full-size architecture with random N(0, std) weights, allocated directly on `device` (no CPU copy
+    of a 7B model): for benchmarks and shape/memory checks without a checkpoint."""
+    with torch.device("meta"):
+        model = OpenVLAForActionPrediction(config)
+    model = model.to_empty(device=device).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+        for module in model.modules():  # non-persistent buffers (rotary frequencies)
+            if list(module.buffers(recurse=False)):
+                model._init_weights(module)
+    return model
+
+
 def hf_state_to_native(model: OpenVLAForActionPrediction) -> dict[str, dict[str, torch.Tensor]]:
     cfg = model.config
     return hf_to_native(model.state_dict(), cfg.vision_backbone_id, cfg.projector_type)

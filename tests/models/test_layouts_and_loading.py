@@ -117,3 +117,17 @@ def test_native_dir_errors(tiny_vla, tmp_path):
         load_vla(run, tokenizer=TINY / "checkpoint")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_vla(tmp_path / "nope")
+
+
+def test_random_build_on_device_matches_the_architecture(tiny_checkpoint):
+    from prismatic.models.configuration import OpenVLAConfig
+    from prismatic.models.load import build_random_on_device
+
+    config = OpenVLAConfig.from_pretrained(tiny_checkpoint)
+    model = build_random_on_device(config, "cpu", torch.float32)
+    assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    rotary = next(m for m in model.modules() if hasattr(m, "inv_freq"))
+    assert torch.isfinite(rotary.inv_freq).all() and rotary.inv_freq[0] == 1.0
+    ids = torch.tensor([[1, 512, 29901, 3744, 29901]])
+    out = model(input_ids=ids, pixel_values=torch.zeros(1, 6, 224, 224))
+    assert out.logits.shape == (1, 5 + model.num_patches, 32064) and torch.isfinite(out.logits).all()
