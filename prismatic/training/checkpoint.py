@@ -143,9 +143,14 @@ class CheckpointManager:
 
     # -- consolidated weights ---------------------------------------------------------------------
     def full_model_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
-        """The whole (unsharded) HF-layout state dict on rank 0's CPU; None on other ranks."""
+        """The whole (unsharded) HF-layout state dict on rank 0's CPU; None on other ranks.
+
+        Collective under FSDP: every rank must call it. Activation-checkpoint wrappers are not part of
+        the model's names, so their prefix is removed."""
         sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return sd if self.info.is_main else None
+        if not self.info.is_main:
+            return None
+        return {k.replace("._checkpoint_wrapped_module", ""): v for k, v in sd.items()}
 
     def save_native_weights(self, native_state: dict[str, dict[str, torch.Tensor]], state: TrainerState) -> Path:
         loss = f"{state.last_loss:.4f}" if state.last_loss is not None else "nan"

@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 
 from prismatic.training.config import LoRAConfig
-from prismatic.training.distributed import DistInfo
 
 
 def _require_peft():
@@ -34,16 +33,10 @@ def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
     return peft.get_peft_model(model, config)
 
 
-def save_adapter(model: nn.Module, out_dir: Path, info: DistInfo) -> None:
-    """Adapters only (a few MB), gathered to rank 0 when sharded."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
+def save_adapter(model: nn.Module, full_state: dict[str, torch.Tensor], out_dir: Path) -> None:
+    """Adapters only (a few MB), taken from the gathered full state dict (rank 0)."""
     peft = _require_peft()
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if not info.is_main:
-        return
-    full = {k.replace("._checkpoint_wrapped_module", ""): v for k, v in full.items()}
-    adapter = peft.get_peft_model_state_dict(model, state_dict=full)
+    adapter = peft.get_peft_model_state_dict(model, state_dict=full_state)
     model.save_pretrained(out_dir, state_dict=adapter)
 
 

@@ -168,21 +168,21 @@ class Trainer:
         self.state.scheduler = self.scheduler.state_dict()
         self.state.epoch = self.state.samples_seen * self.info.world_size // max(1, len(self.dataset))
         path = self.ckpt.save(self.model, self.optimizer, self.state)
-        if self.cfg.lora.enabled:
-            from prismatic.training.lora import save_adapter
-
-            save_adapter(self.model, self.run_dir / "adapter", self.info)
-        elif self.cfg.checkpoint.save_native or self.cfg.checkpoint.save_hf:
+        if self.cfg.lora.enabled or self.cfg.checkpoint.save_native or self.cfg.checkpoint.save_hf:
             self._save_weights()
         log.info(f"saved resumable checkpoint {path}")
 
     def _save_weights(self) -> None:
         from prismatic.models.layouts import hf_to_native
 
-        full = self.ckpt.full_model_state(self.model)
+        full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
         if full is None:
             return
-        full = {k.replace("._checkpoint_wrapped_module", ""): v for k, v in full.items()}
+        if self.cfg.lora.enabled:
+            from prismatic.training.lora import save_adapter
+
+            save_adapter(self.model, full, self.run_dir / "adapter")
+            return
         c = self.vla.model.config
         if self.cfg.checkpoint.save_native:
             self.ckpt.save_native_weights(hf_to_native(full, c.vision_backbone_id, c.projector_type), self.state)
