@@ -130,6 +130,20 @@ def _flags(t: int, n: int) -> dict:
     }
 
 
+def rlds_flag_features() -> dict[str, Any]:
+    """The per-step bookkeeping every RLDS dataset carries (reward, discount, episode boundaries)."""
+    import tensorflow_datasets as tfds
+
+    flag = tfds.features.Scalar(dtype=np.bool_)
+    return {
+        "discount": tfds.features.Scalar(dtype=np.float32),
+        "reward": tfds.features.Scalar(dtype=np.float32),
+        "is_first": flag,
+        "is_last": flag,
+        "is_terminal": flag,
+    }
+
+
 def _bridge_features(hw):
     import tensorflow_datasets as tfds
 
@@ -145,11 +159,7 @@ def _bridge_features(hw):
                 {
                     "observation": tfds.features.FeaturesDict(obs),
                     "action": tfds.features.Tensor(shape=(7,), dtype=f32),
-                    "discount": tfds.features.Scalar(dtype=f32),
-                    "reward": tfds.features.Scalar(dtype=f32),
-                    "is_first": tfds.features.Scalar(dtype=np.bool_),
-                    "is_last": tfds.features.Scalar(dtype=np.bool_),
-                    "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+                    **rlds_flag_features(),
                     "language_instruction": tfds.features.Text(),
                     "language_embedding": tfds.features.Tensor(shape=(512,), dtype=f32),
                 }
@@ -232,11 +242,7 @@ def _fractal_features(hw):
                 {
                     "observation": tfds.features.FeaturesDict(obs),
                     "action": tfds.features.FeaturesDict(action),
-                    "discount": tfds.features.Scalar(dtype=f32),
-                    "reward": tfds.features.Scalar(dtype=f32),
-                    "is_first": tfds.features.Scalar(dtype=np.bool_),
-                    "is_last": tfds.features.Scalar(dtype=np.bool_),
-                    "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+                    **rlds_flag_features(),
                 }
             )
         }
@@ -296,11 +302,7 @@ def _libero_features(hw):
                         }
                     ),
                     "action": tfds.features.Tensor(shape=(7,), dtype=f32),
-                    "discount": tfds.features.Scalar(dtype=f32),
-                    "reward": tfds.features.Scalar(dtype=f32),
-                    "is_first": tfds.features.Scalar(dtype=np.bool_),
-                    "is_last": tfds.features.Scalar(dtype=np.bool_),
-                    "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+                    **rlds_flag_features(),
                     "language_instruction": tfds.features.Text(),
                 }
             ),

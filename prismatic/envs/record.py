@@ -18,6 +18,8 @@ DATASET_NAME = "tabletop_reach"
 def tabletop_features(image_size: int):
     import tensorflow_datasets as tfds
 
+    from prismatic.data.synthetic import rlds_flag_features
+
     step = {
         "observation": tfds.features.FeaturesDict({
             # PNG: lossless, so evaluation sees exactly the pixels training saw
@@ -25,11 +27,7 @@ def tabletop_features(image_size: int):
             "state": tfds.features.Tensor(shape=(7,), dtype=np.float32),
         }),
         "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
-        "reward": tfds.features.Scalar(dtype=np.float32),
-        "discount": tfds.features.Scalar(dtype=np.float32),
-        "is_first": tfds.features.Scalar(dtype=np.bool_),
-        "is_last": tfds.features.Scalar(dtype=np.bool_),
-        "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+        **rlds_flag_features(),
         "language_instruction": tfds.features.Text(),
     }  # fmt: skip
     return tfds.features.FeaturesDict({
