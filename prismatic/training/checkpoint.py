@@ -7,6 +7,8 @@ Layout under a run directory:
         rng-rank0.pt ...          per-rank RNG states
         trainer_state.json        step, epoch, samples seen, scheduler -- written LAST: its presence
                                   marks the checkpoint complete
+                                  (LoRA runs: only the trainable adapter parameters are saved; the
+                                  frozen base is read again from --vla.base_vlm on resume)
     state/step-000750.partial/    an interrupted save: ignored by resume, removed by the next save
     checkpoints/step-000500-epoch-00-loss=1.2345.pt   consolidated weights, native layout (inference)
     hf/                           optional HF-layout export of the latest weights
@@ -32,11 +34,13 @@ from torch.distributed.checkpoint.state_dict import (  # noqa: I001
     StateDictOptions,
     _init_optim_state,  # private but pinned (uv.lock); what set_state_dict itself relies on
     get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor
 
-from prismatic.training.distributed import DistInfo
+from prismatic.training.distributed import DistInfo, parameter_name
 from prismatic.util.io import atomic_torch_save, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
@@ -78,8 +82,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: Path, info: DistInfo, keep_last: int = 3) -> None:
+    """Saves and finds resumable checkpoints. `trainable_only` (LoRA): the model part of the state is the
+    trainable parameters only; the frozen base is not saved, since it is read again from its checkpoint.
+    That keeps LoRA checkpoints small and never asks a bitsandbytes-quantised base for its state dict
+    (whose quantisation statistics, e.g. `SCB`, DCP cannot map back to module attributes)."""
+
+    def __init__(self, run_dir: Path, info: DistInfo, keep_last: int = 3, trainable_only: bool = False):
         self.run_dir, self.info, self.keep_last = Path(run_dir), info, keep_last
+        self.trainable_only = trainable_only
         self.state_root = self.run_dir / "state"
 
     # -- discovery ------------------------------------------------------------------------------
@@ -107,8 +117,7 @@ class CheckpointManager:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True, exist_ok=True)
         _barrier(self.info)
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(partial))
+        dcp.save(self._state(model, optimizer), checkpoint_id=str(partial))
         atomic_torch_save(rng_state(), partial / f"rng-rank{self.info.rank}.pt")
         _barrier(self.info)
         if self.info.is_main:
@@ -123,14 +132,29 @@ class CheckpointManager:
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> TrainerState:
         # A fresh AdamW has no state tensors to load into yet; torch creates them with a zero-lr step.
         _init_optim_state(optimizer)
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        payload = {"model": model_sd, "optimizer": optim_sd}
+        payload = self._state(model, optimizer)
+        saved = dcp.FileSystemReader(str(ckpt_dir)).read_metadata().state_dict_metadata
+        missing = [k for k in payload["model"] if f"model.{k}" not in saved]
+        if missing:
+            raise RuntimeError(
+                f"{ckpt_dir} lacks {len(missing)} model entries (e.g. {missing[:3]}): it was written by a different "
+                "model, stage or LoRA configuration; resume with the same flags, or start over with --checkpoint.resume false"
+            )
         dcp.load(payload, checkpoint_id=str(ckpt_dir))
-        set_state_dict(model, optimizer, model_state_dict=payload["model"], optim_state_dict=payload["optimizer"])
+        if not self.trainable_only:  # (trainable-only: DCP loaded into the parameters themselves)
+            set_model_state_dict(model, payload["model"])
+        set_optimizer_state_dict(model, optimizer, payload["optimizer"])
         rng_file = ckpt_dir / f"rng-rank{self.info.rank}.pt"
         if rng_file.is_file():
             set_rng_state(torch.load(rng_file, weights_only=True))
         return TrainerState(**json.loads((ckpt_dir / STATE_FILE).read_text()))
+
+    def _state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.trainable_only:  # the parameters themselves (detached views): DCP loads into them in place
+            model_sd = {parameter_name(n): p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            model_sd = get_model_state_dict(model)
+        return {"model": model_sd, "optimizer": get_optimizer_state_dict(model, optimizer)}
 
     def _prune(self) -> None:
         for d in self.state_root.glob("step-*.partial"):
@@ -150,7 +174,18 @@ class CheckpointManager:
         sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.info.is_main:
             return None
-        return {k.replace("._checkpoint_wrapped_module", ""): v for k, v in sd.items()}
+        return {parameter_name(k): v for k, v in sd.items()}
+
+    def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The trainable parameters (e.g. LoRA adapters), unsharded, on rank 0's CPU; None on other ranks.
+
+        Collective under FSDP: every rank must call it (parameters come in the same order on every rank)."""
+        state = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                full = p.full_tensor() if isinstance(p, DTensor) else p
+                state[parameter_name(name)] = full.detach().cpu()
+        return state if self.info.is_main else None
 
     def save_native_weights(self, native_state: dict[str, dict[str, torch.Tensor]], state: TrainerState) -> Path:
         loss = f"{state.last_loss:.4f}" if state.last_loss is not None else "nan"

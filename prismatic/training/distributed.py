@@ -55,6 +55,12 @@ def vit_blocks(model: nn.Module) -> list[nn.Module]:
     return [b for f in model.vision_backbone.featurizers for b in f.blocks]
 
 
+def parameter_name(name: str) -> str:
+    """A parameter's name without the wrappers training adds around modules (DDP's `module.`, activation
+    checkpointing's `._checkpoint_wrapped_module`): the same name in every run, however parallelised."""
+    return name.removeprefix("module.").replace("._checkpoint_wrapped_module", "")
+
+
 def apply_activation_checkpointing(model: nn.Module) -> None:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 

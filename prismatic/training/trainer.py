@@ -63,7 +63,8 @@ class Trainer:
             self.vla.processor.tokenizer.save_pretrained(self.run_dir / "tokenizer")
 
         log.info("building data pipeline")
-        self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last)
+        # LoRA: the base is frozen and read again from --vla.base_vlm, so checkpoints hold only the adapters.
+        self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, cfg.lora.enabled)
         resume_dir = self.ckpt.latest() if cfg.checkpoint.resume else None
         resume_state = TrainerState(**json.loads((resume_dir / "trainer_state.json").read_text())) if resume_dir else None
         self.dataset = build_train_dataset(cfg, self.vla, self.info, skip=resume_state.samples_seen if resume_state else 0)
@@ -175,13 +176,15 @@ class Trainer:
     def _save_weights(self) -> None:
         from prismatic.models.layouts import hf_to_native
 
-        full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
-        if full is None:
-            return
         if self.cfg.lora.enabled:
             from prismatic.training.lora import save_adapter
 
-            save_adapter(self.model, full, self.run_dir / "adapter")
+            adapter = self.ckpt.trainable_state(self.model)  # collective: every rank gathers
+            if adapter is not None:
+                save_adapter(self.model, adapter, self.run_dir / "adapter")
+            return
+        full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
+        if full is None:
             return
         c = self.vla.model.config
         if self.cfg.checkpoint.save_native:

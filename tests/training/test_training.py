@@ -30,15 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CKPT = REPO / "tests" / "assets" / "openvla-tiny" / "checkpoint"
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    from prismatic.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("rlds")
-    write_synthetic(root, "bridge_orig", num_episodes=6, episode_len=10, image_size=(64, 64), seed=3)
-    return root
-
-
 def tiny_cfg(data_root: Path, run_root: Path, **vla) -> TrainConfig:
     v = VLAConfig.get_choice_class("tiny+mx-synthetic")(data_mix="bridge_orig", image_size=112, shuffle_buffer_size=64)
     v = replace(v, **vla)
@@ -129,9 +120,22 @@ def test_lora_finetune_merge_and_reload(data_root, tmp_path):
     cfg = tiny_cfg(data_root, tmp_path, max_steps=3, base_vlm=TINY_CKPT, size="full", image_size=None,
                    learning_rate=5e-3)  # fmt: skip
     cfg.lora.enabled, cfg.lora.rank, cfg.lora.alpha = True, 4, 8
+    cfg.parallel.activation_checkpointing = True  # adapters inside checkpoint-wrapped layers are saved too
     Trainer(cfg).train()
     run = cfg.run_dir
     assert (run / "adapter" / "adapter_config.json").is_file()
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint import FileSystemReader
+
+    from prismatic.models.load import load_vla
+
+    base_model = load_vla(TINY_CKPT).model
+    skipped = {id(m) for u in base_model.vision_backbone.unused_modules() for m in u.modules()}
+    skipped.add(id(base_model.get_output_embeddings()))  # no adapters on the head nor outside the forward
+    adapted = [m for m in base_model.modules() if type(m) is torch.nn.Linear and id(m) not in skipped]
+    assert len(load_file(run / "adapter" / "adapter_model.safetensors")) == 2 * len(adapted)  # lora_A, lora_B
+    saved = FileSystemReader(str(run / "state" / "step-000003")).read_metadata().state_dict_metadata
+    assert all(".lora_" in k for k in saved if k.startswith("model."))  # resumable: adapters, not the base
     out = tmp_path / "merged"
     subprocess.run([sys.executable, str(REPO / "vla-scripts" / "merge_lora.py"), "--base_dir", str(TINY_CKPT),
                     "--run_dir", str(run), "--out_dir", str(out)], check=True, cwd=REPO, capture_output=True)  # fmt: skip
