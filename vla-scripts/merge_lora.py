@@ -4,6 +4,8 @@
 
 The result loads with `AutoModelForImageTextToText.from_pretrained` (after `import prismatic`) and
 carries the run's dataset statistics, so `predict_action(..., unnorm_key=<your dataset>)` works.
+The base is read in full precision also for QLoRA runs (`--lora.quantization`): the adapter is merged
+into the original weights, not into a de-quantised copy.
 """
 
 from dataclasses import dataclass

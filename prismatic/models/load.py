@@ -40,7 +40,8 @@ _ORIGINAL_BASE_VLMS = {
     ),
 }  # fmt: skip
 # Config fields that are not architecture (kept out of the native `model` section).
-_NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype")
+_NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype",
+                    "quantization_config")  # fmt: skip
 
 
 class CheckpointError(FileNotFoundError):
@@ -140,23 +141,34 @@ def load_vla(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     tokenizer: str | Path | None = None,
+    quantization_config: Any | None = None,
 ):
     """Load a VLA and its processor from an HF-layout directory or a native run directory / `.pt` file.
 
     Returns a `prismatic.models.vla.VLA` (model + processor + statistics, with `predict_action`).
+    `quantization_config` (a transformers `BitsAndBytesConfig`, HF layout only; see
+    `prismatic.training.lora.quantization_config`) quantises the weights as they are read, straight onto
+    `device`: bitsandbytes quantises a weight when it reaches its device.
     """
     from prismatic.models.vla import VLA
 
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
+    if quantization_config is not None and not is_hf_dir(path):
+        raise CheckpointError(
+            f"quantised loading reads HF-layout checkpoints and {path} is not one: convert it with "
+            "vla-scripts/extern/convert_native_to_hf.py"
+        )
     if is_hf_dir(path):
         check_hf_dir(path)
-        model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto")
+        quantized = {} if quantization_config is None else {
+            "quantization_config": quantization_config, "device_map": {"": str(torch.device(device))}}  # fmt: skip
+        model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto", **quantized)
         processor = PrismaticProcessor.from_pretrained(path)
         if tokenizer is not None:
             processor.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        return VLA(model.to(device).eval(), processor)
+        return VLA((model if quantized else model.to(device)).eval(), processor)
     if is_native_run_dir(path):
         checkpoint = path if path.suffix == ".pt" else _pick_checkpoint(path)
         run_dir = checkpoint.parents[1]

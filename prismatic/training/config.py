@@ -17,6 +17,7 @@ from pathlib import Path
 import draccus
 
 from prismatic.models.llm.backbones import LLM_BACKBONES
+from prismatic.models.load import is_hf_dir
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.models.vision.transforms import RESIZE_STRATEGIES
@@ -129,7 +130,7 @@ class LoRAConfig:
     alpha: int = 16                            # the original fine-tuning script: min(rank, 16)
     dropout: float = 0.0
     target_modules: str = "all-linear"         # peft target_modules ("all-linear" or a comma-separated list)
-    quantization: str | None = None            # None | 4bit | 8bit (bitsandbytes; CUDA only)
+    quantization: str | None = None            # None | 4bit | 8bit: QLoRA, frozen bitsandbytes-quantised base (CUDA, CPU)
     # fmt: on
 
 
@@ -208,6 +209,8 @@ class TrainConfig:
             problems.append(f"--checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}")
         if self.lora.enabled and v.base_vlm is None:
             problems.append("LoRA fine-tunes a pretrained model: set --vla.base_vlm to an HF-layout checkpoint dir")
+        if self.lora.quantization is not None:
+            problems += self._quantization_problems(world_size)
         if v.base_vlm is not None and not Path(v.base_vlm).exists():
             problems.append(f"--vla.base_vlm={str(v.base_vlm)!r} does not exist")
         if v.base_vlm is None and v.size == "full":
@@ -222,6 +225,30 @@ class TrainConfig:
             )
         if problems:
             raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+
+    def _quantization_problems(self, world_size: int) -> list[str]:
+        """QLoRA: a frozen quantised base under adapters, loaded from an HF-layout checkpoint, not FSDP-sharded."""
+        q, problems = self.lora.quantization, []
+        if not self.lora.enabled:
+            problems.append(
+                f"--lora.quantization {q} quantises a frozen base under LoRA adapters: set --lora.enabled true "
+                "(vla-scripts/finetune.py does) or drop --lora.quantization"
+            )
+        base = self.vla.base_vlm
+        if base is not None and Path(base).exists() and not is_hf_dir(Path(base)):
+            problems.append(
+                f"--lora.quantization {q} loads the base through transformers' bitsandbytes integration, which reads "
+                f"HF-layout checkpoints; --vla.base_vlm={str(base)!r} is not one: convert it with "
+                "vla-scripts/extern/convert_native_to_hf.py and pass the output directory"
+            )
+        if world_size > 1 and self.parallel.sharding != Sharding.NO_SHARD.value:
+            problems.append(
+                f"--lora.quantization {q} with {world_size} processes: FSDP cannot shard bitsandbytes-quantised weights "
+                f"(--parallel.sharding={self.parallel.sharding!r}); set --parallel.sharding no_shard (each process "
+                "holds the whole quantised base, adapters' gradients are all-reduced) or run one process"
+            )
+        return problems
 
 
 class ConfigError(ValueError):

@@ -4,6 +4,10 @@ Model code is single-device; `parallelize` wraps it from outside, in this order:
 activation checkpointing -> FSDP2 `fully_shard` per ViT block and per decoder layer -> the root.
 The root group holds everything else (patch embeddings, projector, token embeddings, final norm,
 LM head), which is why training always calls the root module's `forward`.
+
+A bitsandbytes-quantised base (QLoRA) cannot be sharded: FSDP would flatten its packed weights and lose
+their quantisation state. It is frozen and small, so every rank holds all of it and DDP all-reduces the
+adapters' gradients (`--parallel.sharding no_shard`, which `TrainConfig.validate` requires for it).
 """
 
 from __future__ import annotations
@@ -70,12 +74,38 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
             model.set_submodule(name, checkpoint_wrapper(module, preserve_rng_state=False))
 
 
+def has_quantized_weights(model: nn.Module) -> bool:
+    """Whether some parameters are bitsandbytes-quantised (Params4bit, Int8Params)."""
+    return any(type(p).__module__.startswith("bitsandbytes") for p in model.parameters())
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def parallelize(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.Module:
-    """Activation checkpointing, then FSDP2 per block/layer and on the root. Returns the model."""
+    """Activation checkpointing, then FSDP2 per block/layer and on the root (DDP for a quantised base).
+    Returns the model."""
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     if not info.distributed:
         return model
+    if has_quantized_weights(model):
+        if Sharding(cfg.sharding) is not Sharding.NO_SHARD:  # (validate reports this with the fix)
+            raise ValueError(f"FSDP cannot shard a quantised base (--parallel.sharding={cfg.sharding})")
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Every trainable parameter gets a gradient (no adapters outside the forward: lora.wrap_with_lora).
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

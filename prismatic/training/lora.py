@@ -1,9 +1,22 @@
-"""LoRA through peft: the only place that wraps a model with adapters, saves them and merges them."""
+"""LoRA through peft: the only place that wraps a model with adapters, saves them and merges them.
+
+QLoRA (`--lora.quantization 4bit|8bit`). The base checkpoint is loaded through transformers' bitsandbytes
+integration with `quantization_config(...)`: as the weights are read, every Linear layer of the vision
+backbone and the LLM becomes a bitsandbytes `Linear4bit` (NF4, double quantisation of the scales) or
+`Linear8bitLt` (LLM.int8). The projector and the LM head stay in full precision (`SKIP_MODULES`).
+`wrap_with_lora` then freezes the base, casts the remaining non-quantised parameters (norms,
+embeddings, projector, head) to fp32 (peft's `prepare_model_for_kbit_training`) and adds the adapters.
+
+[Contract] Adapters are named by module path only (`...q_proj.lora_A.weight`), never by the quantised
+base layer, so an adapter trained on a quantised base loads and merges onto the full-precision base:
+`merge_adapter` always reads the base un-quantised.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -11,8 +24,33 @@ import torch.nn as nn
 
 from prismatic.training.config import LoRAConfig
 
+# Kept in full precision under --lora.quantization. The original OpenVLA skipped only the projector
+# (`llm_int8_skip_modules=["projector"]`), which also quantised the LM head; we keep the head too: it
+# produces the action-token logits directly, gets no adapter (peft's all-linear skips the output layer),
+# and is ~2% of a 7B model's weights.
+SKIP_MODULES = ("projector", "lm_head")
+
+_BNB_MISSING = (
+    "--lora.quantization {q} needs bitsandbytes >= 0.48 (QLoRA): it is in the `train` extra on Linux "
+    "(uv sync --extra train); elsewhere `uv pip install 'bitsandbytes>=0.48'` where a wheel exists for your platform. "
+    "Or fine-tune without quantisation (drop --lora.quantization)."
+)
+
+
+def _import_bitsandbytes():
+    """Import bitsandbytes (None if absent), without its import-time warning on AVX512-BF16 CPUs: it tries
+    to fetch an optional fused CPU kernel from the Hugging Face Hub (`kernels` package) and falls back to
+    its bundled kernels when it cannot, which is what we want (no downloads at run time)."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    except ImportError:
+        return None
+    return bitsandbytes
+
 
 def _require_peft():
+    _import_bitsandbytes()  # peft imports it when installed; keep its import quiet (see above)
     try:
         import peft
     except ImportError as e:
@@ -20,15 +58,71 @@ def _require_peft():
     return peft
 
 
+def check_quantized_training(quantization: str, device: torch.device | str) -> None:
+    """Fail early, before any model is built, if bitsandbytes is missing or cannot train `quantization`
+    layers on `device`: runs one forward and backward through a small quantised layer there."""
+    bnb = _import_bitsandbytes()
+    if bnb is None:
+        raise ImportError(_BNB_MISSING.format(q=quantization))
+    device = torch.device(device)
+    try:
+        with torch.enable_grad():
+            _train_one_step(bnb, quantization, device)
+    except Exception as e:
+        raise RuntimeError(
+            f"--lora.quantization {quantization}: bitsandbytes {bnb.__version__} cannot train {quantization} layers on "
+            f"device {device.type!r} ({type(e).__name__}: {e}). bitsandbytes supports CUDA and CPU (x86-64, aarch64); "
+            "pick one with --device, or drop --lora.quantization to fine-tune the full-precision base."
+        ) from e
+
+
+def _train_one_step(bnb, quantization: str, device: torch.device) -> None:
+    if quantization == "4bit":
+        layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+    else:
+        layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+    layer.load_state_dict(nn.Linear(64, 64).state_dict())
+    layer = layer.to(device).train()  # bitsandbytes quantises when the weight reaches its device
+    x = torch.randn(4, 64, device=device, requires_grad=True)
+    layer(x).sum().backward()
+    if x.grad is None or not torch.isfinite(x.grad).all():
+        raise RuntimeError("no finite input gradient through the quantised layer")
+
+
+def quantization_config(quantization: str, device: torch.device | str, mixed_precision: bool = True):
+    """transformers' `BitsAndBytesConfig` for loading the base quantised (`load_vla(quantization_config=...)`).
+
+    4bit: NF4 with double quantisation (the QLoRA recipe); compute in bf16 on CUDA with mixed precision,
+    else fp32. 8bit: LLM.int8 (outlier columns above 6.0 kept in 16 bit). Checks the device first.
+    """
+    from transformers import BitsAndBytesConfig
+
+    if quantization not in ("4bit", "8bit"):
+        raise ValueError(f"--lora.quantization={quantization!r} is not one of: 4bit, 8bit")
+    check_quantized_training(quantization, device)
+    if quantization == "4bit":
+        compute = torch.bfloat16 if torch.device(device).type == "cuda" and mixed_precision else torch.float32
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=list(SKIP_MODULES))  # fmt: skip
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(SKIP_MODULES))
+
+
 def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
     """Freeze the model and add rank-`cfg.rank` adapters to its linear layers (all of them by default, but
-    not the LM head (peft's all-linear) nor layers outside the forward)."""
+    not the LM head (peft's all-linear) nor layers outside the forward).
+
+    With `cfg.quantization` the model must have been loaded quantised (`quantization_config`); it is first
+    prepared for k-bit training: base frozen, non-quantised parameters in fp32. No input-gradient hook is
+    needed for activation checkpointing: ours is non-reentrant (`distributed.apply_activation_checkpointing`).
+    """
     peft = _require_peft()
     if cfg.quantization is not None:
-        raise NotImplementedError(
-            f"--lora.quantization {cfg.quantization} needs a quantised base model loaded with bitsandbytes on CUDA; "
-            "load the checkpoint with BitsAndBytesConfig and pass it in (not available on CPU)"
-        )
+        if not getattr(model, f"is_loaded_in_{cfg.quantization}", False):  # set by transformers' bnb loading
+            raise ValueError(
+                f"--lora.quantization {cfg.quantization} but the model was not loaded {cfg.quantization}: "
+                "load it with load_vla(..., quantization_config=quantization_config(...)) (as model_setup does)"
+            )
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [t.strip() for t in cfg.target_modules.split(",")]
     config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                              exclude_modules=_modules_outside_the_forward(model) or None,
@@ -72,7 +166,10 @@ def save_adapter(model: nn.Module, trainable_state: dict[str, torch.Tensor], out
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dataset_statistics: Path | None = None):
-    """Base HF-layout checkpoint + adapter -> a merged HF-layout checkpoint (loads with the Auto classes)."""
+    """Base HF-layout checkpoint + adapter -> a merged HF-layout checkpoint (loads with the Auto classes).
+
+    The base is always read in full precision, also for adapters trained on a quantised base (QLoRA):
+    the merged weights are base + B @ A in the base's dtype, not a de-quantised copy."""
     peft = _require_peft()
     from prismatic.models.load import load_vla
 

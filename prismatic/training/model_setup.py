@@ -22,10 +22,17 @@ from prismatic.training.distributed import DistInfo
 BUNDLED_TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizers" / "llama2"
 
 
-def build_model_and_processor(cfg: TrainConfig) -> VLA:
+def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cpu") -> VLA:
+    """The VLA on the CPU, except a quantised base (--lora.quantization), which is loaded onto `device`."""
     v = cfg.vla
     if v.base_vlm is not None:
-        vla = load_vla(v.base_vlm, tokenizer=cfg.tokenizer)
+        if cfg.lora.enabled and cfg.lora.quantization is not None:
+            from prismatic.training.lora import quantization_config
+
+            quantization = quantization_config(cfg.lora.quantization, device, cfg.parallel.mixed_precision)
+            vla = load_vla(v.base_vlm, device, tokenizer=cfg.tokenizer, quantization_config=quantization)
+        else:
+            vla = load_vla(v.base_vlm, tokenizer=cfg.tokenizer)
         vla.model.train()
         return vla
     # Random initialisation (tiny models): architecture from the registries, test-sized if asked.

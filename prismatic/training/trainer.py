@@ -10,6 +10,7 @@ RLDS streams repeat forever, so there are no epochs in the loop: the number of s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -26,7 +28,7 @@ from prismatic.models.load import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.training.checkpoint import CheckpointManager, TrainerState
 from prismatic.training.config import TrainConfig
-from prismatic.training.distributed import DistInfo, init_distributed, parallelize
+from prismatic.training.distributed import DistInfo, init_distributed, is_fsdp, parallelize, unwrap_ddp
 from prismatic.training.metrics import (
     JSONLTracker,
     MetricAverager,
@@ -54,7 +56,7 @@ class Trainer:
             torch.set_num_threads(cfg.parallel.cpu_threads)
 
         log.info("building model and processor")
-        self.vla = build_model_and_processor(cfg)
+        self.vla = build_model_and_processor(cfg, self.info.device)  # a quantised base loads onto the device
         self.model: OpenVLAForActionPrediction = self.vla.model
         self.action_tokenizer: ActionTokenizer = self.model.action_tokenizer
         if self.info.is_main:  # a self-contained run directory: config (with architecture) + tokenizer
@@ -129,11 +131,10 @@ class Trainer:
             batch = next(batches)
             names = batch.pop("dataset_names", None)
             batch = {k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()}
-            if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2: reduce only on the last micro-batch
-                self.model.set_requires_gradient_sync(micro == self.accum - 1)
-            with self._autocast():
-                out = self.model(**batch, return_label_logits=True)
-            (out.loss / self.accum).backward()
+            with self._gradient_sync(last=micro == self.accum - 1):  # the backward too (DDP's no_sync)
+                with self._autocast():  # the forward only
+                    out = self.model(**batch, return_label_logits=True)
+                (out.loss / self.accum).backward()
             tokens += int(batch["attention_mask"].sum())
             m = compute_action_metrics(out.logits, out.label_targets, self.action_tokenizer,
                                        label_rows_to_samples(batch["labels"]), names)  # fmt: skip
@@ -181,7 +182,7 @@ class Trainer:
 
             adapter = self.ckpt.trainable_state(self.model)  # collective: every rank gathers
             if adapter is not None:
-                save_adapter(self.model, adapter, self.run_dir / "adapter")
+                save_adapter(unwrap_ddp(self.model), adapter, self.run_dir / "adapter")
             return
         full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
         if full is None:
@@ -198,8 +199,17 @@ class Trainer:
 
     # -- helpers --------------------------------------------------------------------------------
     def _autocast(self):
-        use = self.cfg.parallel.mixed_precision and self.info.device.type == "cuda" and not self.info.distributed
+        # FSDP casts by its own mixed-precision policy; a single process or DDP (quantised base) autocasts.
+        use = self.cfg.parallel.mixed_precision and self.info.device.type == "cuda" and not is_fsdp(self.model)
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use)
+
+    def _gradient_sync(self, last: bool):
+        """All-reduce gradients only on the last micro-batch of an accumulated step."""
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
+            self.model.set_requires_gradient_sync(last)
+        elif isinstance(self.model, DistributedDataParallel) and not last:
+            return self.model.no_sync()
+        return contextlib.nullcontext()
 
     def _log(self, metrics: dict[str, Any]) -> None:
         if self.info.is_main:
