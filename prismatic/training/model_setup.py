@@ -60,16 +60,19 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
 def _reduced_sizes(size: str, llm_tiny: dict[str, Any], vision_tiny: list[dict[str, Any]]):
     """LLM config overrides and per-featurizer timm overrides for `tiny` / `small` (None, None: full size).
 
-    `small` doubles the width and depth of `tiny`: still CPU-trainable, enough to learn the embedded
-    tabletop task in minutes.
+    `small` doubles the width and depth of `tiny`: still CPU-trainable. Both initialise the LLM (and the
+    projector, which uses the text config's range) with std 1/sqrt(width): Llama's 0.02 is sized for
+    width 4096 and leaves a narrow decoder too weak to route image patches to the action tokens.
     """
     if size == "full":
         return {}, None
     if size == "tiny":
-        return dict(llm_tiny), vision_tiny
-    llm = {**llm_tiny, "hidden_size": 2 * llm_tiny["hidden_size"], "intermediate_size": 2 * llm_tiny["intermediate_size"],
-           "num_hidden_layers": 2 * llm_tiny["num_hidden_layers"]}  # fmt: skip
-    vision = [{**k, "embed_dim": 2 * k["embed_dim"], "depth": k["depth"] + 1} for k in vision_tiny]
+        llm, vision = dict(llm_tiny), vision_tiny
+    else:
+        llm = {**llm_tiny, "hidden_size": 2 * llm_tiny["hidden_size"], "intermediate_size": 2 * llm_tiny["intermediate_size"],
+               "num_hidden_layers": 2 * llm_tiny["num_hidden_layers"]}  # fmt: skip
+        vision = [{**k, "embed_dim": 2 * k["embed_dim"], "depth": k["depth"] + 1} for k in vision_tiny]
+    llm["initializer_range"] = llm["hidden_size"] ** -0.5
     return llm, vision
 
 

@@ -98,3 +98,20 @@ def test_grayscale_rgba_and_arrays_are_accepted():
         t(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(TypeError, match="PIL image"):
         t("image.png")
+
+
+@pytest.mark.parametrize("backbone_id", ["siglip-vit-so400m", "dinov2-vit-l"])
+def test_sincos_position_table_is_centred_with_unit_std(backbone_id):
+    """From-scratch init: no constant shared by all patches (it would dominate every token's norm)."""
+    spec = VISION_BACKBONES.get(backbone_id)
+    vb = VisionBackbone(spec.timm_model_ids, [84], spec.act_layers, spec.tiny_kwargs())
+    vb.init_sincos_pos_embed()
+    vit = vb.featurizer
+    h, w = vit.patch_embed.grid_size
+    table = vit.pos_embed.detach()[0, -h * w :]
+    assert torch.all(vit.pos_embed.detach()[0, : -h * w] == 0)  # class / register rows carry no position
+    np.testing.assert_allclose(table.mean(dim=0).numpy(), 0.0, atol=1e-5)
+    assert table.std().item() == pytest.approx(1.0, abs=1e-4)
+    # every patch has its own row, and neighbours are closer than far-apart patches
+    assert torch.cdist(table, table).add(torch.eye(h * w) * 1e3).min() > 0.1
+    assert torch.dist(table[0], table[1]) < torch.dist(table[0], table[h * w - 1])

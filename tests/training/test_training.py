@@ -197,3 +197,18 @@ def test_statistics_record_the_normalisation_type(data_root, tmp_path):
     vla = build_model_and_processor(cfg)
     ds = build_train_dataset(cfg, vla, DistInfo(0, 0, 1, torch.device("cpu")))
     assert ds.dataset_statistics["bridge_orig"]["normalization_type"] == "bounds_q99"
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_reduced_sizes_initialise_with_a_width_scaled_std(size, tmp_path):
+    """Llama's 0.02 is sized for width 4096; a narrow random decoder (and the projector) get 1/sqrt(width)."""
+    from prismatic.training.model_setup import build_model_and_processor
+
+    cfg = tiny_cfg(tmp_path, tmp_path, size=size)
+    model = build_model_and_processor(cfg).model
+    width = model.config.text_config.hidden_size
+    assert model.config.text_config.initializer_range == pytest.approx(width**-0.5)
+    q = model.language_model.model.layers[0].self_attn.q_proj.weight
+    assert q.std().item() == pytest.approx(width**-0.5, rel=0.05)
+    first = next(m for m in model.projector.modules() if isinstance(m, torch.nn.Linear))
+    assert first.weight.std().item() == pytest.approx(width**-0.5, rel=0.05)

@@ -168,11 +168,14 @@ class VisionBackbone(nn.Module):
 
     @torch.no_grad()
     def init_sincos_pos_embed(self) -> None:
-        """Fixed-scale 2-D sine-cosine position embeddings, for training a backbone from scratch.
+        """2-D sine-cosine position embeddings, centred across patches and scaled to unit std, for
+        training a backbone from scratch (pretrained backbones do not need this).
 
         timm initialises `pos_embed` with std 0.02, ~50x weaker than the patch content, so a randomly
-        initialised ViT carries almost no "where" in its patch tokens and a policy cannot learn to
-        localise objects; pretrained backbones do not need this."""
+        initialised ViT carries almost no "where" in its patch tokens. The raw sine-cosine table has the
+        opposite problem: its low-frequency cosines are ~1 on every patch of a small grid, and that
+        shared constant dominates each token's norm (LayerNorm, RMSNorm), hiding the content; centring
+        removes it (docs/tabletop.md has the measurements)."""
         for vit in self.featurizers:
             h, w = vit.patch_embed.grid_size
             dim = vit.pos_embed.shape[-1]
@@ -182,6 +185,8 @@ class VisionBackbone(nn.Module):
             out = [torch.sin(ys.reshape(-1, 1) * omega), torch.cos(ys.reshape(-1, 1) * omega),
                    torch.sin(xs.reshape(-1, 1) * omega), torch.cos(xs.reshape(-1, 1) * omega)]  # fmt: skip
             table = torch.cat(out, dim=1)
+            table = table - table.mean(dim=0)
+            table = table / table.std()
             table = torch.nn.functional.pad(table, (0, dim - table.shape[1]))  # [h * w, dim]
             extra = vit.pos_embed.shape[1] - h * w  # class/register tokens that carry a position row
             vit.pos_embed.zero_()
