@@ -45,13 +45,14 @@ def build(model: str, device: str, lora_rank: int | None, lora_quant: str | None
     if lora_rank:
         lora = LoRAConfig(enabled=True, rank=lora_rank, alpha=min(lora_rank, 16), quantization=lora_quant)
     if base_vlm is not None or lora_quant:  # the training path (quantised onto the device with --lora-quant)
-        if base_vlm is None:  # tiny / small: random weights, written once as a checkpoint to load from
-            base_vlm = Path(tempfile.mkdtemp(prefix="bench-base-"))
-            random_init = TrainConfig(vla=VLAConfig(size=model, image_size=224), data_root=Path("."))
-            build_model_and_processor(random_init).save_pretrained(base_vlm)
-        v = VLAConfig(base_vlm=base_vlm, size="full")
-        cfg = TrainConfig(vla=v, data_root=Path("."), lora=lora or LoRAConfig())
-        m = build_model_and_processor(cfg, device).model
+        with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+            if base_vlm is None:  # tiny / small: random weights, written as a checkpoint to load from
+                base_vlm = Path(tmp)
+                random_init = TrainConfig(vla=VLAConfig(size=model, image_size=224), data_root=Path("."))
+                build_model_and_processor(random_init).save_pretrained(base_vlm)
+            v = VLAConfig(base_vlm=base_vlm, size="full")
+            cfg = TrainConfig(vla=v, data_root=Path("."), lora=lora or LoRAConfig())
+            m = build_model_and_processor(cfg, device).model
     elif model in ("tiny", "small"):
         v = VLAConfig(size=model, image_size=224)
         m = build_model_and_processor(TrainConfig(vla=v, data_root=Path("."))).model
