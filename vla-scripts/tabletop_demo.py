@@ -34,6 +34,7 @@ class DemoConfig:
     out_dir: Path = Path("runs/tabletop-demo")  # everything goes here
     num_demos: int = 4000  # expert episodes recorded for training (~1.5 min to generate and record)
     image_size: int = 84  # rendered and model resolution
+    num_objects: int = 3  # objects per scene (1-3); with 1 there is no other object to swap the instruction to
     start: str = "home"  # gripper start: "home" (fixed, like a robot's home pose) or "random"
     train_config: Path = REPO / "configs" / "vla" / "tabletop_demo.yaml"  # the training recipe
     max_steps: int | None = None  # override the recipe's optimizer steps
@@ -53,13 +54,16 @@ def generate_data(cfg: DemoConfig) -> Path:
 
     data_root = cfg.out_dir / "data"
     marker = data_root / "demos.json"
-    wanted = {"num_demos": cfg.num_demos, "image_size": cfg.image_size, "start": cfg.start, "seed": 0}
+    # "expert" names the scripted expert's version, so data recorded by an older expert is never reused.
+    wanted = {"num_demos": cfg.num_demos, "image_size": cfg.image_size, "start": cfg.start, "seed": 0,
+              "num_objects": cfg.num_objects, "expert": "king-moves"}  # fmt: skip
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
         print(f"  reusing {data_root / DATASET_NAME}")
         return data_root
     shutil.rmtree(data_root, ignore_errors=True)
     t = time.perf_counter()
-    episodes = collect_episodes(cfg.num_demos, seed=0, image_size=cfg.image_size, start=cfg.start)
+    episodes = collect_episodes(cfg.num_demos, seed=0, image_size=cfg.image_size, start=cfg.start,
+                                num_objects=cfg.num_objects)  # fmt: skip
     path = record_rlds(episodes, data_root)
     marker.write_text(json.dumps(wanted))
     steps = sum(len(e["action"]) for e in episodes)
@@ -115,10 +119,13 @@ def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
         "language-swapped": (SwappedInstruction, VLAPolicy(vla, unnorm_key=DATASET_NAME)),
         "random": (TabletopEnv, RandomPolicy(7, low=low, high=high, seed=0)),
     }
+    if cfg.num_objects == 1:
+        del conditions["language-swapped"]  # nothing else in the scene to name
     rows = {}
     for name, (env_cls, policy) in conditions.items():
         factory = GymEnvFactory(f"tabletop-{name}", [task],
-                                lambda _t, c=env_cls: c(image_size=cfg.image_size, start=cfg.start))  # fmt: skip
+                                lambda _t, c=env_cls: c(image_size=cfg.image_size, start=cfg.start,
+                                                        num_objects=cfg.num_objects))  # fmt: skip
         results = run_evaluation(factory, policy, cfg.out_dir / "eval" / name,
                                  video_episodes=range(cfg.video_episodes), video_fps=4,
                                  config={"checkpoint": str(run_dir), "condition": name})  # fmt: skip
@@ -133,8 +140,22 @@ def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
     return {"summary": summary, "success_chart": str(chart), "videos": videos}
 
 
+def validate(cfg: DemoConfig) -> None:
+    """Fail before any work, naming the flag, on settings the environment would reject later."""
+    from prismatic.envs.tabletop import MAX_OBJECTS, START_MODES
+
+    problems = []
+    if isinstance(cfg.num_objects, bool) or not 1 <= cfg.num_objects <= MAX_OBJECTS:
+        problems.append(f"--num_objects must be 1..{MAX_OBJECTS} (objects per scene), got {cfg.num_objects!r}")
+    if cfg.start not in START_MODES:
+        problems.append(f"--start must be one of {', '.join(START_MODES)}, got {cfg.start!r}")
+    if problems:
+        raise SystemExit("tabletop_demo.py: invalid settings:\n  " + "\n  ".join(problems))
+
+
 @draccus.wrap()
 def main(cfg: DemoConfig) -> None:
+    validate(cfg)
     t0 = time.perf_counter()
     if cfg.fresh:
         shutil.rmtree(cfg.out_dir, ignore_errors=True)
@@ -151,12 +172,15 @@ def main(cfg: DemoConfig) -> None:
 
     atomic_write_json(cfg.out_dir / "results.json", report)
     s = report["summary"]
-    ok = s["policy"]["success_rate"] >= 0.8 and s["language-swapped"]["success_rate"] <= 0.5
+    swapped = s.get("language-swapped", {}).get("success_rate")
+    if swapped is None:  # one object per scene: nothing to ground, only the visuomotor chain is tested
+        ok, target = s["policy"]["success_rate"] >= 0.8, "policy >= 80% (one object: no language control)"
+    else:
+        ok = s["policy"]["success_rate"] >= 0.8 and swapped <= 0.5
+        target = "policy >= 80% and language-swapped <= 50%"
     print(f"\nresults: {cfg.out_dir / 'results.json'}; curves: {run_dir / 'curves.png'}; chart: {report['success_chart']}")
     print(f"videos: {', '.join(report['videos'][:3])} ...")
-    print(f"{'PASS' if ok else 'BELOW TARGET'}: policy >= 80% and language-swapped <= 50% "
-          f"({report['total_seconds'] / 60:.1f} min total)")  # fmt: skip
-
+    print(f"{'PASS' if ok else 'BELOW TARGET'}: {target} ({report['total_seconds'] / 60:.1f} min total)")
 
 if __name__ == "__main__":
     main()

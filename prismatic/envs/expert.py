@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from prismatic.envs.tabletop import ACTION_HIGH, ACTION_LOW, MAX_DELTA, TabletopEnv
+from prismatic.envs.tabletop import ACTION_HIGH, ACTION_LOW, TabletopEnv, king_step
 
 # A policy maps (obs, info) to a 7-D action. Learned policies must read only `obs` (image, state,
 # instruction); `info` carries the ground truth that only the scripted expert may use.
@@ -15,30 +15,23 @@ Policy = Callable[[Mapping[str, Any], Mapping[str, Any]], np.ndarray]
 
 
 class ScriptedExpert:
-    """Steps straight towards the target object: a proportional controller capped at MAX_DELTA.
+    """King moves towards the target object (`tabletop.king_step`): +-MAX_DELTA or 0 on each of x, y.
 
-    With the default gain of 1 every step has length exactly MAX_DELTA (shorter only when the target is
-    closer than that), so the action is a function of the direction to the target alone; z, rotations
-    are 0 and the gripper stays open (1.0), i.e. constant dimensions a model learns trivially.
-    `noise_std` (metres, per axis, on x and y) is for executing the expert; the demos from
-    `collect_episodes` record the clean action instead.
+    Each action dimension takes at most three values (a continuous remainder only in the rare case the
+    success radius is below 0.71 * MAX_DELTA); z, rotations are 0 and the gripper stays open (1.0),
+    i.e. constant dimensions a model learns trivially. `noise_std` (metres, per axis, on x and y) is
+    for executing the expert; the demos from `collect_episodes` record the clean action instead.
     """
 
-    def __init__(self, gain: float = 1.0, noise_std: float = 0.0, seed: int | None = None) -> None:
-        if not gain > 0:
-            raise ValueError(f"gain must be > 0, got {gain!r}")
+    def __init__(self, noise_std: float = 0.0, seed: int | None = None, success_radius: float = 0.06) -> None:
         if not noise_std >= 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
-        self.gain, self.noise_std = float(gain), float(noise_std)
+        self.noise_std, self.success_radius = float(noise_std), float(success_radius)
         self._rng = np.random.default_rng(seed)
 
     def act(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
-        delta = self.gain * (
-            np.asarray(info["target"]["position"]) - np.asarray(obs["state"][:2], np.float64)
-        )
-        norm = float(np.linalg.norm(delta))
-        if norm > MAX_DELTA:
-            delta *= MAX_DELTA / norm
+        offset = np.asarray(info["target"]["position"]) - np.asarray(obs["state"][:2], np.float64)
+        delta = king_step(offset, self.success_radius)
         if self.noise_std:
             delta = delta + self._rng.normal(0.0, self.noise_std, size=2)
         action = np.array([delta[0], delta[1], 0.0, 0.0, 0.0, 0.0, 1.0])
@@ -142,7 +135,7 @@ def collect_episodes(
     if not exploration_noise >= 0:
         raise ValueError(f"exploration_noise must be >= 0 (metres), got {exploration_noise!r}")
     env = TabletopEnv(image_size, num_objects, max_steps, success_radius, start=start)
-    expert = ScriptedExpert()
+    expert = ScriptedExpert(success_radius=success_radius)
     noise_rng = np.random.default_rng(seed)
     episodes: list[dict[str, Any]] = []
     episode_seed = seed

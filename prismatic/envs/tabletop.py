@@ -8,13 +8,16 @@ terminates, when the gripper's xy is within `success_radius` of that object's ce
 Design choices that make the task learnable from a few hundred demos:
   * high-contrast flat colours on a light table; the gripper is dark grey and casts a shadow directly
     below itself, so both positions that determine the action are obvious in the image;
-  * the expert action is one smooth function of (target - gripper): a straight step of fixed length
-    MAX_DELTA (shorter only on a final step), so z, roll, pitch, yaw are always 0 and the gripper
-    always open;
-  * scenes are rejection-sampled so that the straight path from the gripper to ANY object passes no
-    other object: a policy that follows the wrong instruction never brushes the true target on the
-    way, which makes the language-swapped control meaningful (it should fail);
-  * short episodes (the expert needs at most 12 steps, 6.4 on average; `max_steps` defaults to 25),
+  * the expert makes "king moves": on each of x and y it steps +-MAX_DELTA or stays (see
+    `king_step`), so every action dimension takes one of at most three values. A policy then only has
+    to tell left / level / right and near / level / far, which a small model learns from a few thousand
+    frames, where 256-bin regression of a continuous direction did not; z, roll, pitch, yaw are always 0
+    and the gripper always open;
+  * scenes are rejection-sampled so that the expert's path (`expert_path`: diagonal, then straight)
+    from the gripper to ANY object passes no other object: a policy that follows the wrong instruction
+    never brushes the true target on the way, which makes the language-swapped control meaningful;
+  * short episodes (over 1000 seeds the expert needs at most 9 steps, 5.7 on average from a random
+    start and 6.0 from home; `max_steps` defaults to 25),
     and the gripper starts >= START_CLEARANCE from every object, so random actions almost never succeed.
 
 Units are metres; the world frame has x to the right, y away from the camera, z up.
@@ -127,6 +130,29 @@ class Scene:
         return self.template.format(self.objects[self.target].name)
 
 
+def king_step(delta: np.ndarray, success_radius: float = 0.0) -> np.ndarray:
+    """The expert's xy step for the offset `delta` (target - gripper): per axis +-MAX_DELTA where the
+    offset exceeds half a step, else 0. Within half a step on both axes the gripper is at most
+    0.71 * MAX_DELTA away; only when that is still outside `success_radius` does it step exactly `delta`."""
+    delta = np.asarray(delta, np.float64)
+    step = np.where(np.abs(delta) > MAX_DELTA / 2, np.sign(delta) * MAX_DELTA, 0.0)
+    if not step.any() and float(np.linalg.norm(delta)) > success_radius:
+        step = delta
+    return step
+
+
+def expert_path(start: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """Corner points [3, 2] of the king-move path: diagonal until one axis is level, then straight."""
+    start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
+    delta = goal - start
+    corner = start + np.sign(delta) * np.abs(delta).min()
+    return np.stack([start, corner, goal])
+
+
+def _path_distance(p: np.ndarray, path: np.ndarray) -> float:
+    return min(_segment_distance(p, a, b) for a, b in zip(path[:-1], path[1:]))
+
+
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """Distance from point p to the segment a-b."""
     ab = b - a
@@ -137,10 +163,9 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def sample_scene(
     rng: np.random.Generator, num_objects: int, success_radius: float, start_mode: str = "random"
 ) -> Scene:
-    """Rejection-sample a scene whose start->object paths keep clear of every other object.
+    """Rejection-sample a scene whose expert paths (start -> each object) keep clear of every other object.
 
-    start_mode "home" starts the gripper at HOME (as a robot starts from its home pose), so the
-    direction to the target stays the same along the expert's straight path."""
+    start_mode "home" starts the gripper at HOME, as a robot starts from its home pose."""
     colors = [list(COLORS)[i] for i in rng.permutation(len(COLORS))[:num_objects]]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:num_objects]]
     clearance = success_radius + PATH_MARGIN
@@ -151,7 +176,7 @@ def sample_scene(
         if gaps.min() < MIN_SEPARATION or np.linalg.norm(pos - start, axis=1).min() < START_CLEARANCE:
             continue
         if all(
-            _segment_distance(pos[j], start, pos[i]) >= clearance
+            _path_distance(pos[j], expert_path(start, pos[i])) >= clearance
             for i in range(num_objects)
             for j in range(num_objects)
             if i != j

@@ -31,3 +31,12 @@ def test_tabletop_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
     # re-running resumes: every stage is found done, nothing is retrained
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "reusing" in again.stdout
+
+
+def test_tabletop_demo_rejects_bad_settings_before_any_work(tmp_path):
+    cmd = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(tmp_path / "demo"),
+           "--num_objects", "4", "--start", "corner"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "--num_objects must be 1..3" in proc.stderr and "--start must be one of random, home" in proc.stderr
+    assert not (tmp_path / "demo").exists()  # nothing was generated

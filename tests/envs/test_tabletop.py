@@ -243,7 +243,7 @@ def test_collect_episodes_format() -> None:
 
 
 
-def test_home_start_fixes_the_gripper_and_keeps_the_direction() -> None:
+def test_home_start_fixes_the_gripper_and_the_expert_makes_king_moves() -> None:
     from prismatic.envs.expert import ScriptedExpert
     from prismatic.envs.tabletop import HOME
 
@@ -252,14 +252,44 @@ def test_home_start_fixes_the_gripper_and_keeps_the_direction() -> None:
     for seed in range(10):
         obs, info = env.reset(seed=seed)
         np.testing.assert_allclose(obs["state"][:2], HOME, atol=1e-6)
-        directions = []
         done = False
         while not done:
             action = expert.act(obs, info)
-            directions.append(np.arctan2(action[1], action[0]))
+            # x and y each in {-MAX_DELTA, 0, +MAX_DELTA}; everything else constant
+            assert set(np.round(action[:2] / MAX_DELTA, 6)) <= {-1.0, 0.0, 1.0}
+            np.testing.assert_array_equal(action[2:], [0, 0, 0, 0, 1])
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
         assert info["success"]
-        np.testing.assert_allclose(directions, directions[0], atol=1e-5)  # a straight line from home
     with pytest.raises(ValueError, match="start must be one of random, home"):
         TabletopEnv(start="anywhere")
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        ((0.30, 0.10), (1, 1)),  # far on both axes: diagonal
+        ((-0.30, 0.02), (-1, 0)),  # level in y (within half a step): straight along x
+        ((0.026, -0.026), (1, -1)),  # just over half a step on each axis
+        ((0.024, 0.024), (0, 0)),  # within half a step on both: 3.4 cm away, inside the 6 cm radius
+    ],
+)
+def test_king_step(offset, expected) -> None:
+    from prismatic.envs.tabletop import king_step
+
+    np.testing.assert_allclose(king_step(np.array(offset), 0.06), np.array(expected) * MAX_DELTA)
+
+
+def test_king_step_lands_exactly_when_the_radius_is_tighter_than_half_a_step() -> None:
+    from prismatic.envs.tabletop import king_step
+
+    np.testing.assert_allclose(king_step(np.array([0.02, -0.01]), 0.01), [0.02, -0.01])
+    env = TabletopEnv(image_size=32, success_radius=0.01)
+    assert all(rollout(env, ScriptedExpert(success_radius=0.01), seed)["success"] for seed in range(10))
+
+
+def test_expert_path_is_diagonal_then_straight() -> None:
+    from prismatic.envs.tabletop import expert_path
+
+    path = expert_path(np.array([0.0, -0.26]), np.array([0.1, 0.2]))
+    np.testing.assert_allclose(path, [[0.0, -0.26], [0.1, -0.16], [0.1, 0.2]], atol=1e-12)
