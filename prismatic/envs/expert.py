@@ -23,6 +23,9 @@ class ScriptedExpert:
     for executing the expert; the demos from `collect_episodes` record the clean action instead.
     """
 
+    # Names the behaviour; change it whenever the actions change, so recorded demos are not reused.
+    VERSION = "king-moves"
+
     def __init__(self, noise_std: float = 0.0, seed: int | None = None, success_radius: float = 0.06) -> None:
         if not noise_std >= 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
