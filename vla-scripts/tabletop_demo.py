@@ -1,10 +1,10 @@
 """The main job: the whole VLA chain on a laptop CPU, on the embedded tabletop benchmark.
 
-    .venv/bin/python vla-scripts/tabletop_demo.py                # ~10 minutes on 2 CPU cores
+    .venv/bin/python vla-scripts/tabletop_demo.py                # ~13 minutes on 2 CPU cores
 
 1. generate scripted-expert demonstrations in `prismatic.envs.TabletopEnv` and record them as an RLDS
    dataset (TFDS format), registered by one YAML entry (configs/datasets/tabletop_reach.yaml);
-2. train a small VLA (DINOv2+SigLIP-style fused ViT, MLP projector, Llama decoder; random init) with the
+2. train the registry's `tiny` VLA (SigLIP-style ViT, MLP projector, Llama decoder; random init) with the
    project's own training entry point (vla-scripts/train.py, configs/vla/tabletop_demo.yaml);
 3. evaluate it in closed loop on held-out seeds with the evaluation harness: the policy, the same
    policy with each instruction swapped to another object's (language-blind control), and a random
@@ -161,7 +161,7 @@ def main(cfg: DemoConfig) -> None:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     step_banner(1, f"expert demonstrations -> RLDS ({cfg.num_demos} episodes, {cfg.image_size}px)")
     data_root = generate_data(cfg)
-    step_banner(2, "training a small VLA with vla-scripts/train.py")
+    step_banner(2, "training a tiny VLA with vla-scripts/train.py")
     run_dir = train(cfg, data_root)
     step_banner(3, f"closed-loop evaluation, {cfg.eval_episodes} held-out seeds per condition")
     report = evaluate(cfg, run_dir)

@@ -1,0 +1,249 @@
+"""Does the demo's tiny VLA learn to follow the tabletop instruction? A single-frame probe, no closed loop.
+
+The closed-loop demo (vla-scripts/tabletop_demo.py) answers with one success rate after ~13 minutes;
+this probe isolates grounding, the hard part, and measures it as training goes:
+
+  * training frames are rendered fresh (one frame per scene, random gripper start, random named
+    object; 24,000 scenes by default), so memorising "this scene, that object" does not pay;
+  * the model is the demo's (registry `tiny`, SigLIP-style ViT, 84 px), built the same way;
+  * every --eval-every steps, on held-out frames:
+      - target_acc: the predicted x AND y action tokens equal the expert's step towards the named object;
+      - target_acc_distinct: the same, on the frames where no other object asks for the same step;
+      - distractor_rate: the predicted (x, y) equals the step towards ANOTHER object, counted over the
+        objects whose step differs from the target's. A policy that ignores the instruction picks the
+        objects alike, so its distractor_rate is about its target_acc_distinct; one that follows the
+        instruction drives distractor_rate towards 0.
+  * --target-colour red keeps only scenes whose named object is red: the object to reach is then
+    given by its colour alone, no language needed. The gap between this control and the default run
+    is the cost of reading the instruction.
+
+    .venv/bin/python scripts/probe_tabletop_grounding.py --steps 10000 --eval-every 500 --out runs/probe/grounding.json
+    .venv/bin/python scripts/probe_tabletop_grounding.py --steps 2000 --target-colour red --out runs/probe/red.json
+
+Each writes a JSON report (machine, versions, command, the curve); measured curves are in
+docs/tabletop.md ("Session 4"): the named object takes 3000-10,000 steps, the fixed colour under 1000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import prismatic  # noqa: E402
+from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform  # noqa: E402
+from prismatic.envs import tabletop  # noqa: E402
+from prismatic.envs.expert import ScriptedExpert  # noqa: E402
+from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess  # noqa: E402
+from prismatic.models.vision.transforms import ImageTransform  # noqa: E402
+from prismatic.normalization import normalize  # noqa: E402
+from prismatic.training.config import TrainConfig, VLAConfig  # noqa: E402
+from prismatic.training.model_setup import build_model_and_processor  # noqa: E402
+
+IMAGE_SIZE = 84  # the demo's resolution (configs/vla/tabletop_demo.yaml)
+# The expert's actions span exactly the action bounds, so bounds normalisation maps -5 / 0 / +5 cm to -1 / 0 / 1.
+_LOW, _HIGH = tabletop.ACTION_LOW.tolist(), tabletop.ACTION_HIGH.tolist()
+ACTION_STATS = {"min": _LOW, "max": _HIGH, "q01": _LOW, "q99": _HIGH, "mask": [True] * 6 + [False]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    p.add_argument("--batch", type=int, default=16, help="frames per step (the demo's batch)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, constant (the demo's)")
+    p.add_argument("--train-frames", type=int, default=24000, help="distinct training scenes, one frame each")
+    p.add_argument("--val-frames", type=int, default=600, help="held-out scenes")
+    p.add_argument("--num-objects", type=int, default=3, choices=range(1, tabletop.MAX_OBJECTS + 1))
+    p.add_argument("--target-colour", choices=sorted(tabletop.COLORS), default=None,
+                   help="control: only scenes whose named object has this colour")  # fmt: skip
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default: print only)")
+    a = p.parse_args(argv)
+    for flag in ("steps", "batch", "train_frames", "val_frames", "eval_every", "threads"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
+    return a
+
+
+def render_frames(n: int, seed: int, num_objects: int, target_colour: str | None) -> dict[str, list]:
+    """`n` scenes, one frame each: image, instruction, the expert's action, and the (x, y) step towards
+    every object of the scene (row = object, the named one included)."""
+    env = tabletop.TabletopEnv(image_size=IMAGE_SIZE, start="random", num_objects=num_objects)
+    expert = ScriptedExpert(noise_std=0.0)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {"image": [], "instruction": [], "action": [], "steps": [], "target": []}
+    s = seed
+    with tqdm(total=n, desc=f"render (seed {seed})", leave=False) as bar:
+        while len(out["image"]) < n:
+            s += 1
+            target = int(rng.integers(num_objects))
+            if target_colour is not None:  # the scene's object of that colour, if it has one
+                _, info = env.reset(seed=s)
+                match = [o["index"] for o in info["objects"] if o["color"] == target_colour]
+                if not match:
+                    continue
+                target = match[0]
+            obs, info = env.reset(seed=s, options={"target": target})
+            gripper = np.asarray(obs["state"][:2], np.float64)
+            out["image"].append(obs["image"])
+            out["instruction"].append(info["instruction"])
+            out["action"].append(expert.act(obs, info))
+            out["steps"].append(
+                [tabletop.king_step(np.asarray(o["position"]) - gripper) for o in info["objects"]]
+            )
+            out["target"].append(target)
+            bar.update()
+    return out
+
+
+def build_model(seed: int):
+    vla_cfg = VLAConfig(size="tiny", vision_backbone_id="siglip-vit-so400m", arch_specifier="no-align+gelu-mlp",
+                        image_size=IMAGE_SIZE)  # fmt: skip
+    vla = build_model_and_processor(TrainConfig(vla=vla_cfg, data_root=Path("."), seed=seed))
+    c = vla.model.config
+    spec = VISION_BACKBONES.get(c.vision_backbone_id)
+    image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, IMAGE_SIZE))
+    tokenizer = vla.processor.tokenizer
+    transform = RLDSBatchTransform(
+        vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder
+    )
+    collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
+    return vla, image_transform, transform, collator
+
+
+def encode(frames: dict[str, list], image_transform, transform) -> tuple[list, torch.Tensor]:
+    actions = normalize(np.stack(frames["action"]), ACTION_STATS, "bounds")
+    seqs = [transform.build(text, act) for text, act in zip(frames["instruction"], actions)]
+    pixels = torch.stack([image_transform(Image.fromarray(im)) for im in frames["image"]])
+    return seqs, pixels
+
+
+def step_tokens(action_tokenizer, steps: np.ndarray) -> np.ndarray:
+    """The x and y action token ids of metre-valued (x, y) steps [..., 2]."""
+    xy = normalize(np.asarray(steps, np.float64), {k: v[:2] for k, v in ACTION_STATS.items()}, "bounds")
+    return np.asarray(action_tokenizer.encode(xy))
+
+
+def evaluate(
+    model, seqs, pixels, collator, object_tokens: np.ndarray, targets: np.ndarray
+) -> dict[str, float]:
+    """target_acc and distractor_rate (see the module docstring) on the held-out frames."""
+    model.eval()
+    predicted = np.zeros((len(seqs), 2), np.int64)
+    with torch.no_grad():
+        for start in range(0, len(seqs), 100):
+            rows = range(start, min(start + 100, len(seqs)))
+            batch = collator([{"input_ids": seqs[i][0], "labels": seqs[i][1], "pixel_values": pixels[i],
+                               "dataset_name": "probe"} for i in rows])  # fmt: skip
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           pixel_values=batch["pixel_values"]).logits  # fmt: skip
+            n_patches = logits.shape[1] - batch["input_ids"].shape[1]
+            for r, i in enumerate(rows):
+                first = len(seqs[i][0]) - 8  # 7 action tokens + EOS end every sequence
+                # right-padded batch: position p of the text sits at p + n_patches in the logits
+                predicted[i] = logits[r, first - 1 + n_patches : first + 1 + n_patches].argmax(-1).numpy()
+    model.train()
+    return grounding_metrics(predicted, object_tokens, targets)
+
+
+def grounding_metrics(
+    predicted: np.ndarray, object_tokens: np.ndarray, targets: np.ndarray
+) -> dict[str, float]:
+    """predicted [frames, 2] (x, y) tokens; object_tokens [frames, objects, 2] the step towards each object;
+    targets [frames] the named object. Objects whose step equals the target's are not distractors."""
+    rows = np.arange(len(predicted))
+    hits = (object_tokens == predicted[:, None, :]).all(-1)  # [frames, objects]
+    differs = ~(object_tokens == object_tokens[rows, targets][:, None, :]).all(-1)
+    distractor = (hits & differs).sum() / max(1, differs.sum())
+    distinct = differs.sum(1) == object_tokens.shape[1] - 1  # no other object shares the target's step
+    return {"target_acc": float(hits[rows, targets].mean()),
+            "target_acc_distinct": float(hits[rows, targets][distinct].mean()) if distinct.any() else float("nan"),
+            "distractor_rate": float(distractor)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    vla, image_transform, transform, collator = build_model(a.seed)
+    model = vla.model
+    train = render_frames(a.train_frames, 1_000_000 * (a.seed + 1), a.num_objects, a.target_colour)
+    val = render_frames(a.val_frames, 1_000_000 * (a.seed + 1) + 900_000, a.num_objects, a.target_colour)
+    seqs, pixels = encode(train, image_transform, transform)
+    val_seqs, val_pixels = encode(val, image_transform, transform)
+    object_tokens = step_tokens(model.action_tokenizer, np.stack(val["steps"]))
+    val_targets = np.asarray(val["target"])
+    prep_s = time.time() - t0
+
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    rng = np.random.default_rng(a.seed)
+    curve, losses = [], []
+    t1 = time.time()
+    bar = tqdm(range(a.steps + 1), desc="probe")
+    for step in bar:
+        if step % a.eval_every == 0 or step == a.steps:
+            point = {"step": step, "loss": float(np.mean(losses[-100:])) if losses else None,
+                     **evaluate(model, val_seqs, val_pixels, collator, object_tokens, val_targets)}  # fmt: skip
+            curve.append(point)
+            bar.set_postfix(
+                target=f"{point['target_acc_distinct']:.3f}", distractor=f"{point['distractor_rate']:.3f}"
+            )
+        if step == a.steps:
+            break
+        idx = rng.integers(len(seqs), size=a.batch)
+        batch = collator([{"input_ids": seqs[i][0], "labels": seqs[i][1], "pixel_values": pixels[i],
+                           "dataset_name": "probe"} for i in idx])  # fmt: skip
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    pixel_values=batch["pixel_values"], labels=batch["labels"], return_label_logits=True)  # fmt: skip
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+    result = {
+        "command": " ".join(
+            ["scripts/probe_tabletop_grounding.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_threads": a.threads,
+        },
+        "versions": {
+            "prismatic": prismatic.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "prep_s": round(prep_s, 1),
+        "train_s": round(time.time() - t1, 1),
+        "curve": curve,
+    }
+    final = curve[-1]
+    print(
+        f"step {final['step']}: target_acc {final['target_acc']:.3f}, target_acc_distinct "
+        f"{final['target_acc_distinct']:.3f}, distractor_rate {final['distractor_rate']:.3f}"
+    )
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = a.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(a.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

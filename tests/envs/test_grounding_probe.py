@@ -1,0 +1,72 @@
+"""scripts/probe_tabletop_grounding.py: its metrics, its control data and a short run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prismatic.envs import tabletop
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location(
+        "probe_grounding", REPO / "scripts" / "probe_tabletop_grounding.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["probe_grounding"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grounding_metrics_count_only_distractors_whose_step_differs(probe):
+    # frame 0: 3 objects, target 0; the prediction is object 2's step -> 1 distractor hit of 2 candidates
+    # frame 1: target 1 hit; object 0 has the same step as the target, so only object 2 is a candidate
+    objects = np.array([[[1, 1], [2, 2], [3, 3]],
+                        [[5, 5], [5, 5], [6, 6]]])  # fmt: skip
+    predicted = np.array([[3, 3], [5, 5]])
+    m = probe.grounding_metrics(predicted, objects, np.array([0, 1]))
+    assert m["target_acc"] == pytest.approx(0.5)
+    assert (
+        m["target_acc_distinct"] == 0.0
+    )  # only frame 0 has no object sharing the target's step, and it missed
+    assert m["distractor_rate"] == pytest.approx(1 / 3)  # 1 hit over 3 candidate (frame, object) pairs
+
+
+def test_target_colour_control_names_that_colour_and_labels_the_expert_step(probe):
+    frames = probe.render_frames(12, seed=5, num_objects=3, target_colour="red")
+    assert len(frames["image"]) == 12
+    assert all(" red " in text for text in frames["instruction"])
+    for action, steps, target in zip(frames["action"], frames["steps"], frames["target"]):
+        np.testing.assert_allclose(
+            action[:2], steps[target], atol=1e-6
+        )  # the expert steps to the named object
+        assert set(np.round(np.abs(np.asarray(steps)).ravel(), 6)) <= {0.0, round(tabletop.MAX_DELTA, 6)}
+
+
+def test_short_probe_run_learns_and_writes_its_curve(probe, tmp_path):
+    out = tmp_path / "probe.json"
+    result = probe.main(["--steps", "60", "--eval-every", "30", "--train-frames", "96", "--val-frames", "24",
+                         "--out", str(out)])  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["curve"] == result["curve"] and [p["step"] for p in saved["curve"]] == [0, 30, 60]
+    assert saved["curve"][-1]["loss"] < saved["curve"][1]["loss"]  # training moved
+    assert saved["versions"]["torch"] and saved["command"].startswith(
+        "scripts/probe_tabletop_grounding.py --steps 60"
+    )
+
+
+def test_bad_flags_stop_before_any_work(probe, capsys):
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--steps", "0"])
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--target-colour", "purple"])
+    assert "blue, green, red, yellow" in capsys.readouterr().err.replace("'", "")
