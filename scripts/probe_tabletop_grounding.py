@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 import prismatic  # noqa: E402
 from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform  # noqa: E402
 from prismatic.envs import tabletop  # noqa: E402
-from prismatic.envs.expert import ScriptedExpert  # noqa: E402
+from prismatic.envs.expert import ScriptedExpert, collect_episodes  # noqa: E402
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess  # noqa: E402
 from prismatic.models.vision.transforms import ImageTransform  # noqa: E402
 from prismatic.normalization import normalize  # noqa: E402
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="frames per step (the demo's batch)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, constant (the demo's)")
     p.add_argument("--train-frames", type=int, default=24000, help="distinct training scenes, one frame each")
+    p.add_argument("--train-episodes", type=int, default=None,
+                   help="train instead on every frame of this many demo episodes, recorded as the demo "
+                        "records them (home start, exploration noise); held-out frames are then home-start scenes")  # fmt: skip
     p.add_argument("--val-frames", type=int, default=600, help="held-out scenes")
     p.add_argument("--num-objects", type=int, default=3, choices=range(1, tabletop.MAX_OBJECTS + 1))
     p.add_argument("--target-colour", choices=sorted(tabletop.COLORS), default=None,
@@ -72,16 +75,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: print only)")
     a = p.parse_args(argv)
-    for flag in ("steps", "batch", "train_frames", "val_frames", "eval_every", "threads"):
-        if getattr(a, flag) < 1:
+    for flag in ("steps", "batch", "train_frames", "val_frames", "eval_every", "threads", "train_episodes"):
+        if getattr(a, flag) is not None and getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(a, flag)}")
+    if a.train_episodes is not None and a.target_colour is not None:
+        p.error("--train-episodes and --target-colour cannot be combined: demo episodes name any colour")
     return a
 
 
-def render_frames(n: int, seed: int, num_objects: int, target_colour: str | None) -> dict[str, list]:
+def render_frames(
+    n: int, seed: int, num_objects: int, target_colour: str | None, start: str = "random"
+) -> dict[str, list]:
     """`n` scenes, one frame each: image, instruction, the expert's action, and the (x, y) step towards
     every object of the scene (row = object, the named one included)."""
-    env = tabletop.TabletopEnv(image_size=IMAGE_SIZE, start="random", num_objects=num_objects)
+    env = tabletop.TabletopEnv(image_size=IMAGE_SIZE, start=start, num_objects=num_objects)
     expert = ScriptedExpert(noise_std=0.0)
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {"image": [], "instruction": [], "action": [], "steps": [], "target": []}
@@ -107,6 +114,16 @@ def render_frames(n: int, seed: int, num_objects: int, target_colour: str | None
             out["target"].append(target)
             bar.update()
     return out
+
+
+def episode_frames(n: int, num_objects: int) -> dict[str, list]:
+    """Every frame of `n` expert episodes from seeds 0, 1, ..., as vla-scripts/tabletop_demo.py records them."""
+    episodes = collect_episodes(n, seed=0, image_size=IMAGE_SIZE, start="home", num_objects=num_objects)
+    return {
+        "image": [im for e in episodes for im in e["image"]],
+        "instruction": [e["language_instruction"] for e in episodes for _ in e["action"]],
+        "action": [act for e in episodes for act in e["action"]],
+    }
 
 
 def build_model(seed: int):
@@ -180,8 +197,15 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     vla, image_transform, transform, collator = build_model(a.seed)
     model = vla.model
-    train = render_frames(a.train_frames, 1_000_000 * (a.seed + 1), a.num_objects, a.target_colour)
-    val = render_frames(a.val_frames, 1_000_000 * (a.seed + 1) + 900_000, a.num_objects, a.target_colour)
+    if a.train_episodes is not None:
+        train = episode_frames(a.train_episodes, a.num_objects)
+    else:
+        train = render_frames(a.train_frames, 1_000_000 * (a.seed + 1), a.num_objects, a.target_colour)
+    # held-out frames come from the training distribution's start: the demo's episodes all start at home
+    val_start = "random" if a.train_episodes is None else "home"
+    val = render_frames(
+        a.val_frames, 1_000_000 * (a.seed + 1) + 900_000, a.num_objects, a.target_colour, val_start
+    )
     seqs, pixels = encode(train, image_transform, transform)
     val_seqs, val_pixels = encode(val, image_transform, transform)
     object_tokens = step_tokens(model.action_tokenizer, np.stack(val["steps"]))

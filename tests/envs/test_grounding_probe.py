@@ -70,3 +70,15 @@ def test_bad_flags_stop_before_any_work(probe, capsys):
     with pytest.raises(SystemExit):
         probe.parse_args(["--target-colour", "purple"])
     assert "blue, green, red, yellow" in capsys.readouterr().err.replace("'", "")
+
+
+def test_episode_mode_trains_on_the_demos_frames(probe, capsys):
+    frames = probe.episode_frames(3, num_objects=3)
+    n = len(frames["image"])
+    assert n == len(frames["instruction"]) == len(frames["action"]) > 3  # several frames per episode
+    assert len(set(frames["instruction"])) <= 3
+    result = probe.main(["--steps", "4", "--eval-every", "4", "--train-episodes", "3", "--val-frames", "12"])
+    assert [p["step"] for p in result["curve"]] == [0, 4]
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--train-episodes", "3", "--target-colour", "red"])
+    assert "cannot be combined" in capsys.readouterr().err
