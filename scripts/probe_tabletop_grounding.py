@@ -42,14 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import prismatic  # noqa: E402
-from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform  # noqa: E402
 from prismatic.envs import tabletop  # noqa: E402
 from prismatic.envs.expert import ScriptedExpert, collect_episodes  # noqa: E402
-from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess  # noqa: E402
-from prismatic.models.vision.transforms import ImageTransform  # noqa: E402
 from prismatic.normalization import normalize  # noqa: E402
 from prismatic.training.config import TrainConfig, VLAConfig  # noqa: E402
-from prismatic.training.model_setup import build_model_and_processor  # noqa: E402
+from prismatic.training.model_setup import build_model_and_processor, sample_transform  # noqa: E402
 
 IMAGE_SIZE = 84  # the demo's resolution (configs/vla/tabletop_demo.yaml)
 # The expert's actions span exactly the action bounds, so bounds normalisation maps -5 / 0 / +5 cm to -1 / 0 / 1.
@@ -130,15 +127,8 @@ def build_model(seed: int):
     vla_cfg = VLAConfig(size="tiny", vision_backbone_id="siglip-vit-so400m", arch_specifier="no-align+gelu-mlp",
                         image_size=IMAGE_SIZE)  # fmt: skip
     vla = build_model_and_processor(TrainConfig(vla=vla_cfg, data_root=Path("."), seed=seed))
-    c = vla.model.config
-    spec = VISION_BACKBONES.get(c.vision_backbone_id)
-    image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, IMAGE_SIZE))
-    tokenizer = vla.processor.tokenizer
-    transform = RLDSBatchTransform(
-        vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder
-    )
-    collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
-    return vla, image_transform, transform, collator
+    transform, collator = sample_transform(vla)  # the ones training uses
+    return vla, transform.image_transform, transform, collator
 
 
 def encode(frames: dict[str, list], image_transform, transform) -> tuple[list, torch.Tensor]:
@@ -154,6 +144,13 @@ def step_tokens(action_tokenizer, steps: np.ndarray) -> np.ndarray:
     return np.asarray(action_tokenizer.encode(xy))
 
 
+def collate(collator, seqs, pixels, rows) -> dict[str, torch.Tensor]:
+    """The model inputs (with labels) of the frames `rows`."""
+    batch = collator([{"input_ids": seqs[i][0], "labels": seqs[i][1], "pixel_values": pixels[i],
+                       "dataset_name": "probe"} for i in rows])  # fmt: skip
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "labels")}
+
+
 def evaluate(
     model, seqs, pixels, collator, object_tokens: np.ndarray, targets: np.ndarray
 ) -> dict[str, float]:
@@ -163,15 +160,11 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(seqs), 100):
             rows = range(start, min(start + 100, len(seqs)))
-            batch = collator([{"input_ids": seqs[i][0], "labels": seqs[i][1], "pixel_values": pixels[i],
-                               "dataset_name": "probe"} for i in rows])  # fmt: skip
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           pixel_values=batch["pixel_values"]).logits  # fmt: skip
-            n_patches = logits.shape[1] - batch["input_ids"].shape[1]
-            for r, i in enumerate(rows):
-                first = len(seqs[i][0]) - 8  # 7 action tokens + EOS end every sequence
-                # right-padded batch: position p of the text sits at p + n_patches in the logits
-                predicted[i] = logits[r, first - 1 + n_patches : first + 1 + n_patches].argmax(-1).numpy()
+            # the LM head on the labelled positions only: per frame, its 7 action tokens + EOS in order
+            logits = model(**collate(collator, seqs, pixels, rows), return_label_logits=True).logits
+            predicted[start : start + len(rows)] = (
+                logits.view(len(rows), -1, logits.shape[-1])[:, :2].argmax(-1).numpy()
+            )
     model.train()
     return grounding_metrics(predicted, object_tokens, targets)
 
@@ -227,11 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
         if step == a.steps:
             break
-        idx = rng.integers(len(seqs), size=a.batch)
-        batch = collator([{"input_ids": seqs[i][0], "labels": seqs[i][1], "pixel_values": pixels[i],
-                           "dataset_name": "probe"} for i in idx])  # fmt: skip
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    pixel_values=batch["pixel_values"], labels=batch["labels"], return_label_logits=True)  # fmt: skip
+        out = model(
+            **collate(collator, seqs, pixels, rng.integers(len(seqs), size=a.batch)), return_label_logits=True
+        )
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -94,14 +94,10 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
     """The mixture's frame stream for this rank; `skip` frames already consumed (exact resume)."""
     from prismatic.data.augment import AugmentConfig
     from prismatic.data.pipeline import PipelineConfig
-    from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform, RLDSDataset
+    from prismatic.data.torch_dataset import RLDSDataset
 
-    c = vla.model.config
-    spec = VISION_BACKBONES.get(c.vision_backbone_id)
-    image_size = c.image_sizes[0]
-    image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, image_size))
-    tokenizer = vla.processor.tokenizer
-    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder)
+    image_size = vla.model.config.image_sizes[0]
+    transform, collator = sample_transform(vla)
     pipeline = PipelineConfig(
         resize_size=(image_size, image_size),
         shuffle_buffer_size=cfg.vla.shuffle_buffer_size,
@@ -111,9 +107,21 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
     )
     inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,
                         world_size=info.world_size, skip=skip)  # fmt: skip
-    collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
     _record_normalization_types(inner.dataset_statistics, pipeline)
     return TrainDataset(inner, collator)
+
+
+def sample_transform(vla: VLA):
+    """The frame -> model-input transform and the batch collator that training uses for this model."""
+    from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform
+
+    c = vla.model.config
+    spec = VISION_BACKBONES.get(c.vision_backbone_id)
+    image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, c.image_sizes[0]))
+    tokenizer = vla.processor.tokenizer
+    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder)
+    collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
+    return transform, collator
 
 
 def _record_normalization_types(statistics: dict[str, Any], pipeline: Any) -> None:
