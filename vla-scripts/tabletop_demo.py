@@ -1,11 +1,13 @@
 """The main job: the whole VLA chain on a laptop CPU, on the embedded tabletop benchmark.
 
-    .venv/bin/python vla-scripts/tabletop_demo.py                # ~13 minutes on 2 CPU cores
+    .venv/bin/python vla-scripts/tabletop_demo.py                # ~10.5 minutes on 2 CPU cores
 
-1. generate scripted-expert demonstrations in `prismatic.envs.TabletopEnv` and record them as an RLDS
-   dataset (TFDS format), registered by one YAML entry (configs/datasets/tabletop_reach.yaml);
-2. train the registry's `tiny` VLA (SigLIP-style ViT, MLP projector, Llama decoder; random init) with the
-   project's own training entry point (vla-scripts/train.py, configs/vla/tabletop_demo.yaml);
+1. generate scripted-expert demonstrations in `prismatic.envs.TabletopEnv`, each chaining every object of
+   its scene as successive goals, and record them as an RLDS dataset (TFDS format, per-step
+   instructions), registered by one YAML entry (configs/datasets/tabletop_reach.yaml);
+2. train the registry's `tiny` VLA (SigLIP-style ViT, MLP projector, Llama decoder; random init; the
+   benchmark's word tokenizer) with the project's own training entry point (vla-scripts/train.py,
+   configs/vla/tabletop_demo.yaml);
 3. evaluate it in closed loop on held-out seeds with the evaluation harness: the policy, the same
    policy with each instruction swapped to another object's (language-blind control), and a random
    policy; print the success table; write results JSON, the training curves PNG and rollout videos.
@@ -32,16 +34,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 @dataclass
 class DemoConfig:
     out_dir: Path = Path("runs/tabletop-demo")  # everything goes here
-    num_demos: int = 4000  # expert episodes recorded for training (~1.5 min to generate and record)
+    num_demos: int = 1600  # expert episodes recorded for training (~25,000 frames; ~1 min to generate and record)
     image_size: int = 84  # rendered and model resolution
     num_objects: int = 3  # objects per scene (1-3); 1 drops the language-swapped control
-    start: str = "home"  # gripper start: "home" (fixed, like a robot's home pose) or "random"
+    start: str = "random"  # gripper start: "random" (anywhere on the table) or "home" (fixed, like a robot's home pose)
+    goals: int | None = None  # goals chained per demo episode (1..num_objects; None: every object of the scene)
     train_config: Path = REPO / "configs" / "vla" / "tabletop_demo.yaml"  # the training recipe
     max_steps: int | None = None  # override the recipe's optimizer steps
+    seed: int = 7  # training seed (initial weights, data order); the demos always use seeds 0, 1, ...
     eval_episodes: int = 50  # closed-loop episodes per condition (held-out seeds)
     eval_seed: int = 100_000  # first evaluation seed (training demos use seeds from 0)
     video_episodes: int = 3  # rollouts saved as video per condition
     fresh: bool = False  # delete out_dir first
+
+
+def goals(cfg: DemoConfig) -> int:
+    """Goals chained per demo episode: every object of the scene unless --goals says otherwise."""
+    return cfg.num_objects if cfg.goals is None else cfg.goals
 
 
 def step_banner(n: int, text: str) -> None:
@@ -54,7 +63,7 @@ def generate_data(cfg: DemoConfig) -> Path:
 
     data_root = cfg.out_dir / "data"
     marker = data_root / "demos.json"
-    wanted = {"num_demos": cfg.num_demos, "image_size": cfg.image_size, "start": cfg.start, "seed": 0,
+    wanted = {"num_demos": cfg.num_demos, "image_size": cfg.image_size, "start": cfg.start, "seed": 0, "goals": goals(cfg),
               "num_objects": cfg.num_objects, "expert": ScriptedExpert.VERSION}  # fmt: skip
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
         print(f"  reusing {data_root / DATASET_NAME}")
@@ -62,7 +71,7 @@ def generate_data(cfg: DemoConfig) -> Path:
     shutil.rmtree(data_root, ignore_errors=True)
     t = time.perf_counter()
     episodes = collect_episodes(cfg.num_demos, seed=0, image_size=cfg.image_size, start=cfg.start,
-                                num_objects=cfg.num_objects)  # fmt: skip
+                                num_objects=cfg.num_objects, goals=goals(cfg))  # fmt: skip
     path = record_rlds(episodes, data_root)
     marker.write_text(json.dumps(wanted))
     steps = sum(len(e["action"]) for e in episodes)
@@ -74,7 +83,7 @@ def train(cfg: DemoConfig, data_root: Path) -> Path:
     run_dir = cfg.out_dir / "policy"
     cmd = [sys.executable, str(REPO / "vla-scripts" / "train.py"), "--config_path", str(cfg.train_config),
            "--data_root", str(data_root), "--run_root", str(cfg.out_dir), "--run_id", "policy",
-           "--vla.image_size", str(cfg.image_size)]  # fmt: skip
+           "--vla.image_size", str(cfg.image_size), "--seed", str(cfg.seed)]  # fmt: skip
     if cfg.max_steps is not None:
         cmd += ["--vla.max_steps", str(cfg.max_steps)]
     print("  $ " + " ".join(Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd)), flush=True)
@@ -148,6 +157,10 @@ def validate(cfg: DemoConfig) -> None:
         problems.append(f"--num_objects must be 1..{MAX_OBJECTS} (objects per scene), got {cfg.num_objects}")
     if cfg.start not in START_MODES:
         problems.append(f"--start must be one of {', '.join(START_MODES)}, got {cfg.start!r}")
+    if cfg.goals is not None and (isinstance(cfg.goals, bool) or not 1 <= cfg.goals <= max(1, min(cfg.num_objects, MAX_OBJECTS))):
+        problems.append(
+            f"--goals must be 1..--num_objects ({cfg.num_objects}): each chained goal is another object, got {cfg.goals}"
+        )
     if problems:
         raise SystemExit("tabletop_demo.py: invalid settings:\n  " + "\n  ".join(problems))
 

@@ -181,7 +181,7 @@ class RLDSDataset(IterableDataset):
         self.dataset_statistics = self.stream.statistics
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for frame in self.stream.dataset.as_numpy_iterator():
+        for frame in iter_frames(self.stream.dataset):
             yield self.batch_transform(frame)
 
     def __len__(self) -> int:
@@ -210,6 +210,29 @@ class EpisodicRLDSDataset(IterableDataset):
         for traj in self.stream.dataset.as_numpy_iterator():
             n = len(traj["action"])
             yield [self.batch_transform(_index_tree(traj, i)) for i in range(n)]
+
+
+FETCH_CHUNK = 32  # frames per call into TensorFlow
+
+
+def iter_frames(ds: Any, chunk: int = FETCH_CHUNK) -> Iterator[dict[str, Any]]:
+    """The frames of a tf.data stream as numpy trees, in order.
+
+    Each call into a TensorFlow iterator costs ~0.5 ms of Python work (structure flattening, numpy
+    conversion) whatever the element's size: for small frames that is a third of the input side.
+    When every frame has a fully known shape (one dataset, or a mixture whose datasets agree), frames
+    are fetched `chunk` at a time and split here, which gives the same sequence; otherwise one by one.
+    """
+    import tensorflow as tf
+
+    specs = tf.nest.flatten(ds.element_spec)
+    if chunk <= 1 or not all(s.shape.is_fully_defined() for s in specs):
+        yield from ds.as_numpy_iterator()
+        return
+    for block in ds.batch(chunk).as_numpy_iterator():
+        n = len(tf.nest.flatten(block)[0])
+        for i in range(n):
+            yield _index_tree(block, i)
 
 
 def _index_tree(tree: Any, i: int) -> Any:

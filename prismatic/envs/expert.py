@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -122,44 +123,62 @@ def collect_episodes(
     exploration_noise: float = 0.01,
     keep_failures: bool = False,
     start: str = "random",
+    goals: int = 1,
 ) -> list[dict[str, Any]]:
     """Expert demonstrations for episode seeds seed, seed + 1, ... (keep evaluation seeds disjoint).
 
     Each episode is a dict of per-step arrays ready for an RLDS writer: "image" uint8 [T, S, S, 3],
     "state" float32 [T, 7], "action" float32 [T, 7], "reward" float32 [T], "is_first"/"is_last"/
-    "is_terminal" bool [T], plus "language_instruction" str, "success" bool, "seed" int, "target" str.
-    Step t holds the observation before action t. Actions are DART-style: the executed action carries
-    Gaussian `exploration_noise` (metres, on x and y) so demos visit slightly-off states, but the label
-    recorded is the clean expert action from that state, which teaches recovery. Failed episodes are
-    skipped (and further seeds tried) unless `keep_failures`.
+    "is_terminal" bool [T], "language_instruction" str [T], plus "targets" (the goals' object names,
+    in order), "success" bool and "seed" int. Step t holds the observation before action t. Actions are
+    DART-style: the executed action carries Gaussian `exploration_noise` (metres, on x and y) so demos
+    visit slightly-off states, but the label recorded is the clean expert action from that state, which
+    teaches recovery. Failed episodes are skipped (and further seeds tried) unless `keep_failures`.
+
+    `goals` > 1 chains goals in one episode: once the gripper touches the named object, the instruction
+    names another object of the scene (`TabletopEnv.retarget`, order drawn from the seed) and the
+    expert carries on from there; reward is 1 on each goal's success step. In a one-goal episode the
+    object nearest the gripper is usually the target once the gripper has moved, so most frames can be
+    fitted without reading the instruction; a chained segment starts on the object it must leave,
+    where only the instruction tells which way to go (docs/tabletop.md, session 5).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if not exploration_noise >= 0:
         raise ValueError(f"exploration_noise must be >= 0 (metres), got {exploration_noise!r}")
+    if isinstance(goals, bool) or not isinstance(goals, (int, np.integer)) or not 1 <= goals <= num_objects:
+        raise ValueError(f"goals must be an integer in [1, num_objects={num_objects}] (distinct objects), got {goals!r}")
     env = TabletopEnv(image_size, num_objects, max_steps, success_radius, start=start)
     expert = ScriptedExpert(success_radius=success_radius)
     noise_rng = np.random.default_rng(seed)
     episodes: list[dict[str, Any]] = []
-    episode_seed = seed
-    while len(episodes) < n:
+    for episode_seed in itertools.count(seed):
+        if len(episodes) == n:
+            break
         if episode_seed - seed >= 2 * n + 10:
-            raise RuntimeError(
-                f"the expert failed on too many seeds ({episode_seed - seed} tried for {n} episodes)"
-            )
+            raise RuntimeError(f"the expert failed on too many seeds ({episode_seed - seed} tried for {n} episodes)")
         obs, info = env.reset(seed=episode_seed)
-        images, states, actions, rewards = [], [], [], []
-        done = False
-        while not done:
-            label = expert.act(obs, info)
-            executed = label.copy()
-            executed[:2] += noise_rng.normal(0.0, exploration_noise, size=2)
-            images.append(obs["image"])
-            states.append(obs["state"])
-            actions.append(label)
-            obs, reward, terminated, truncated, info = env.step(executed)
-            rewards.append(reward)
-            done = terminated or truncated
+        first = info["target"]["index"]
+        others = [i for i in np.random.default_rng((episode_seed, 1)).permutation(num_objects) if i != first]
+        order = [first, *others][:goals]
+        images, states, actions, rewards, instructions = [], [], [], [], []
+        for k, target in enumerate(order):
+            if k:
+                obs, info = env.retarget(int(target))
+            done = False
+            while not done:
+                label = expert.act(obs, info)
+                executed = label.copy()
+                executed[:2] += noise_rng.normal(0.0, exploration_noise, size=2)
+                images.append(obs["image"])
+                states.append(obs["state"])
+                actions.append(label)
+                instructions.append(info["instruction"])
+                obs, reward, terminated, truncated, info = env.step(executed)
+                rewards.append(reward)
+                done = terminated or truncated
+            if not info["success"]:
+                break
         if info["success"] or keep_failures:
             t = len(actions)
             last = np.arange(t) == t - 1
@@ -172,11 +191,10 @@ def collect_episodes(
                     "is_first": np.arange(t) == 0,
                     "is_last": last,
                     "is_terminal": last & bool(terminated),
-                    "language_instruction": info["instruction"],
+                    "language_instruction": np.asarray(instructions),
+                    "targets": [env.scene.objects[int(i)].name for i in order],
                     "success": bool(info["success"]),
                     "seed": episode_seed,
-                    "target": info["target"]["name"],
                 }
             )
-        episode_seed += 1
     return episodes

@@ -47,7 +47,7 @@ def to_rlds_episode(ep: dict[str, Any]) -> dict[str, Any]:
             "is_first": bool(ep["is_first"][t]),
             "is_last": bool(ep["is_last"][t]),
             "is_terminal": bool(ep["is_terminal"][t]),
-            "language_instruction": ep["language_instruction"],
+            "language_instruction": str(ep["language_instruction"][t]),
         }
         for t in range(len(ep["action"]))
     ]

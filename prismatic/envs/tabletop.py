@@ -53,6 +53,11 @@ TEMPLATES: tuple[str, ...] = (
 )
 MAX_OBJECTS = min(len(COLORS), len(SHAPES))
 
+
+def all_instructions() -> list[str]:
+    """Every instruction the environment can give (phrasing x colour x shape)."""
+    return [t.format(f"{c} {s}") for t in TEMPLATES for c in COLORS for s in SHAPES]
+
 # --- Geometry (metres) ----------------------------------------------------------------------------
 TABLE_HALF = 0.30  # the table top is [-0.3, 0.3]^2
 TABLE_THICKNESS = 0.03
@@ -273,21 +278,33 @@ class TabletopEnv(gym.Env):
         self._seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
         scene = sample_scene(np.random.default_rng(self._seed), self.num_objects, self.success_radius, self.start_mode)
         if options and "target" in options:
-            target = options["target"]
-            if (
-                isinstance(target, bool)
-                or not isinstance(target, (int, np.integer))
-                or not (0 <= target < self.num_objects)
-            ):
-                raise ValueError(
-                    f"options['target'] must be an integer in [0, {self.num_objects - 1}], got {target!r}"
-                )
-            scene = Scene(scene.objects, int(target), scene.template, scene.start)
+            target = self._check_target(options["target"], "options['target']")
+            scene = Scene(scene.objects, target, scene.template, scene.start)
         self._scene = scene
         self._eef = np.array([scene.start[0], scene.start[1], HOVER_Z])
         self._gripper, self._steps, self._done = 1.0, 0, False
         self._static = self._paint_static(scene)
         return self._obs(), self._info()
+
+    def retarget(self, target: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Name object `target` of the current scene as the new goal, from wherever the gripper is.
+
+        The scene, the gripper and the seed stay; the instruction changes, and the step count and the
+        end-of-episode flags start over, as for a fresh episode. Chained demonstrations use it
+        (`collect_episodes(goals=...)`): after touching one object the next instruction sends the
+        gripper on to another, so a segment starts with the gripper on the object it must now leave.
+        """
+        if self._scene is None:
+            raise RuntimeError("TabletopEnv.retarget() called before reset()")
+        target = self._check_target(target, "target")
+        self._scene = Scene(self._scene.objects, target, self._scene.template, self._scene.start)
+        self._steps, self._done = 0, False
+        return self._obs(), self._info()
+
+    def _check_target(self, target: Any, name: str) -> int:
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < self.num_objects:
+            raise ValueError(f"{name} must be an integer in [0, {self.num_objects - 1}], got {target!r}")
+        return int(target)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self._scene is None:

@@ -81,6 +81,10 @@ class OpenVLAConfig(PrismaticConfig):
     # Size of the tokenizer's base vocabulary (action tokens are its last `n_action_bins` ids). None =
     # the original's rule: embedding rows minus `pad_to_multiple_of` (32064 - 64 = 32000 for Llama-2).
     action_vocab_size: int | None = None
+    # Whether prompts end with the LLM backbone's lone "▁" piece before the action tokens, as Llama-2's
+    # tokenizer produces for "Out: <actions>". False for tokenizers without that piece (the tabletop
+    # demo's word tokenizer); official checkpoints leave it at the default.
+    empty_token_before_actions: bool = True
 
     @property
     def base_vocab_size(self) -> int:

@@ -261,6 +261,8 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
 
     # -- inference -----------------------------------------------------------------------------
     def _empty_token_id(self) -> int | None:
+        if not self.config.empty_token_before_actions:
+            return None
         spec = LLM_BACKBONES.get(self.config.llm_backbone_id) if self.config.llm_backbone_id in LLM_BACKBONES else None
         return spec.empty_token_id if spec is not None else None
 

@@ -96,6 +96,7 @@ class ParallelConfig:
     activation_checkpointing: bool = True      # recompute decoder layers / ViT blocks in backward
     backend: str | None = None                 # torch.distributed backend (None: nccl on GPU, gloo on CPU)
     cpu_threads: int | None = None             # torch intra-op threads on CPU (leave cores to tf.data)
+    prefetch_batches: int = 2                  # batches prepared ahead by a background thread (0: in the step)
     # fmt: on
 
 
@@ -203,6 +204,11 @@ class TrainConfig:
             problems.append(f"--vla.warmup_ratio must be in [0, 1), got {v.warmup_ratio}")
         if v.learning_rate <= 0 or not math.isfinite(v.learning_rate):
             problems.append(f"--vla.learning_rate must be a positive number, got {v.learning_rate}")
+        if self.parallel.prefetch_batches < 0:
+            problems.append(
+                f"--parallel.prefetch_batches must be >= 0 (0 prepares each batch inside the step), "
+                f"got {self.parallel.prefetch_batches}"
+            )
         if self.checkpoint.save_interval < 1:
             problems.append(f"--checkpoint.save_interval must be >= 1, got {self.checkpoint.save_interval}")
         if self.checkpoint.keep_last < 1:

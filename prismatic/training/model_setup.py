@@ -50,11 +50,19 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
         image_resize_strategy=v.image_resize_strategy, llm_max_length=v.llm_max_length, text_config=text.to_dict(),
         image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=timm_kwargs,
         pad_token_id=tokenizer.pad_token_id, action_vocab_size=tokenizer.vocab_size, norm_stats={},
+        empty_token_before_actions=_has_empty_piece(tokenizer, llm.empty_token_id),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = OpenVLAForActionPrediction(config)
     model.vision_backbone.init_sincos_pos_embed()  # from scratch: patches must say where they are
     return VLA(model, build_processor(config, tokenizer))
+
+
+def _has_empty_piece(tokenizer: Any, token_id: int | None) -> bool:
+    """Whether `token_id` is the tokenizer's lone "▁" piece (Llama-2: 29871; absent from small vocabularies)."""
+    if token_id is None or token_id >= len(tokenizer):
+        return False
+    return tokenizer.convert_ids_to_tokens(token_id) == "▁"
 
 
 def _reduced_sizes(size: str, llm_tiny: dict[str, Any], vision_tiny: list[dict[str, Any]]):
@@ -119,7 +127,8 @@ def sample_transform(vla: VLA):
     spec = VISION_BACKBONES.get(c.vision_backbone_id)
     image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, c.image_sizes[0]))
     tokenizer = vla.processor.tokenizer
-    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder)
+    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder,
+                                   insert_empty_token=c.empty_token_before_actions)  # fmt: skip
     collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
     return transform, collator
 

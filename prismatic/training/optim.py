@@ -17,7 +17,13 @@ def build_optimizer(model: nn.Module, cfg: VLAConfig) -> torch.optim.AdamW:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)  # norms, biases, LayerScale: no decay
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+    params = decay + no_decay
+    # The fused kernel updates every tensor in one pass (~10% of a tiny model's CPU step); FSDP's DTensor
+    # shards keep the default multi-tensor path.
+    fused = bool(params) and all(
+        type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params
+    )
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: VLAConfig, total_steps: int) -> LambdaLR:

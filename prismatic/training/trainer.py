@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from prismatic.data.prefetch import BackgroundIterator
 from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.models.load import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
@@ -101,8 +102,9 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> TrainerState:
         loader = DataLoader(self.dataset, batch_size=self.cfg.vla.per_device_batch_size, collate_fn=self.dataset.collator,
-                            num_workers=0)  # fmt: skip  (tf.data does the parallel work)
-        batches = iter(loader)
+                            num_workers=0)  # fmt: skip  (tf.data cannot be forked into workers; a thread overlaps it)
+        depth = self.cfg.parallel.prefetch_batches
+        batches = BackgroundIterator(loader, depth) if depth else iter(loader)
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.info.is_main and self.cfg.logging.progress))  # fmt: skip
         try:
@@ -119,6 +121,8 @@ class Trainer:
                 if self.state.step % self.cfg.checkpoint.save_interval == 0 or self.state.step == self.total_steps:
                     self.save()
         finally:
+            if isinstance(batches, BackgroundIterator):
+                batches.close()
             bar.close()
             for t in self.trackers:
                 t.close()

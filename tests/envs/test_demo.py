@@ -35,8 +35,9 @@ def test_tabletop_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
 
 def test_tabletop_demo_rejects_bad_settings_before_any_work(tmp_path):
     cmd = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(tmp_path / "demo"),
-           "--num_objects", "4", "--start", "corner"]  # fmt: skip
+           "--num_objects", "4", "--start", "corner", "--goals", "0"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "--num_objects must be 1..3" in proc.stderr and "--start must be one of random, home" in proc.stderr
+    assert "--goals must be 1..--num_objects (4)" in proc.stderr
     assert not (tmp_path / "demo").exists()  # nothing was generated

@@ -77,8 +77,15 @@ def test_episode_mode_trains_on_the_demos_frames(probe, capsys):
     n = len(frames["image"])
     assert n == len(frames["instruction"]) == len(frames["action"]) > 3  # several frames per episode
     assert len(set(frames["instruction"])) <= 3
-    result = probe.main(["--steps", "4", "--eval-every", "4", "--train-episodes", "3", "--val-frames", "12"])
+    chained = probe.episode_frames(2, num_objects=3, start="random", goals=3)
+    assert len(chained["image"]) > n  # three goals per episode
+    assert len(set(chained["instruction"])) == 6  # each frame carries its own goal's instruction
+    result = probe.main(["--steps", "4", "--eval-every", "4", "--train-episodes", "3", "--val-frames", "12",
+                         "--goals", "2"])  # fmt: skip
     assert [p["step"] for p in result["curve"]] == [0, 4]
     with pytest.raises(SystemExit):
         probe.parse_args(["--train-episodes", "3", "--target-colour", "red"])
     assert "cannot be combined" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--train-episodes", "3", "--goals", "4"])
+    assert "--goals must be 1..--num-objects (3)" in capsys.readouterr().err

@@ -12,7 +12,7 @@ def test_recorded_demos_round_trip_through_the_pipeline(tmp_path):
     from prismatic.data.pipeline import PipelineConfig, make_episodic_dataset
     from prismatic.data.spec import get_dataset_spec
 
-    episodes = collect_episodes(3, seed=5, image_size=48)
+    episodes = collect_episodes(3, seed=5, image_size=48, goals=2)  # per-step instructions: two per episode
     path = record_rlds(episodes, tmp_path)
     assert path == tmp_path / DATASET_NAME / "1.0.0" and (path / "dataset_info.json").is_file()
     spec = get_dataset_spec(DATASET_NAME)  # registered by configs/datasets/tabletop_reach.yaml
@@ -31,7 +31,8 @@ def test_recorded_demos_round_trip_through_the_pipeline(tmp_path):
         image = traj["observation"]["image_primary"][:, -1]  # window of 1
         (ep,) = [e for e in episodes if len(e["image"]) == len(image) and np.array_equal(e["image"][0], image[0])]
         np.testing.assert_array_equal(image, ep["image"])  # PNG: lossless, identity resize
-        assert traj["task"]["language_instruction"][0].decode() == ep["language_instruction"]
+        assert [t.decode() for t in traj["task"]["language_instruction"]] == ep["language_instruction"].tolist()
+        assert len(set(ep["language_instruction"])) == 2
         # normalised actions: the entry's bounds on x/y; dimensions that never vary (z, rpy, and here the
         # always-open gripper) map to 0, exactly as the original's normalisation does
         raw = ep["action"]

@@ -235,12 +235,50 @@ def test_collect_episodes_format() -> None:
         assert ep["is_first"].tolist() == [True] + [False] * (t - 1)
         assert ep["is_last"].tolist() == ep["is_terminal"].tolist() == [False] * (t - 1) + [True]
         assert ep["reward"].tolist() == [0.0] * (t - 1) + [1.0]
-        assert ep["success"] and ep["language_instruction"].endswith(ep["target"])
+        assert ep["language_instruction"].shape == (t,) and len(ep["targets"]) == 1
+        assert ep["success"] and all(text.endswith(ep["targets"][0]) for text in ep["language_instruction"])
     again = collect_episodes(4, seed=100, image_size=48)
     for a, b in zip(episodes, again, strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["action"], b["action"])
 
+
+def test_chained_goals_visit_each_object_with_per_step_instructions() -> None:
+    episodes = collect_episodes(4, seed=5, image_size=48, goals=3, start="random")
+    single = collect_episodes(4, seed=5, image_size=48, start="random")
+    assert [ep["seed"] for ep in episodes] == [5, 6, 7, 8]
+    for ep, one in zip(episodes, single, strict=True):
+        assert len(set(ep["targets"])) == 3 and ep["targets"][0] == one["targets"][0]  # first goal: the seed's
+        np.testing.assert_array_equal(ep["image"][0], one["image"][0])
+        segments = np.flatnonzero(ep["reward"] == 1.0)  # one success step per goal, the last at the end
+        assert len(segments) == 3 and segments[-1] == len(ep["action"]) - 1 and ep["is_terminal"][-1]
+        bounds = [0, *(segments[:-1] + 1), len(ep["action"])]
+        for goal, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            assert set(ep["language_instruction"][a:b]) == {ep["language_instruction"][a]}
+            assert ep["language_instruction"][a].endswith(ep["targets"][goal])
+        # each later goal starts where the previous one ended: on the object just touched
+        _, info = TabletopEnv(image_size=48).reset(seed=ep["seed"])
+        where = {o["name"]: np.asarray(o["position"]) for o in info["objects"]}
+        for goal, a in enumerate(bounds[1:-1]):
+            assert np.linalg.norm(ep["state"][a, :2] - where[ep["targets"][goal]]) <= 0.06
+    with pytest.raises(ValueError, match=r"goals must be an integer in \[1, num_objects=2\]"):
+        collect_episodes(1, num_objects=2, goals=3)
+
+
+def test_retarget_keeps_scene_and_gripper_and_restarts_the_episode(env: TabletopEnv) -> None:
+    obs, info = env.reset(seed=3, options={"target": 0})
+    expert = ScriptedExpert()
+    while not info["success"]:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs, info))
+    obs2, info2 = env.retarget(1)
+    assert info2["target"]["index"] == 1 and info2["step"] == 0 and not info2["success"]
+    assert info2["instruction"] != info["instruction"] and info2["objects"] == info["objects"]
+    np.testing.assert_array_equal(obs2["state"], obs["state"])  # the gripper did not move
+    obs3, *_ = env.step(expert.act(obs2, info2))  # the episode runs again
+    with pytest.raises(ValueError, match=r"target must be an integer in \[0, 2\]"):
+        env.retarget(3)
+    with pytest.raises(RuntimeError, match="before reset"):
+        TabletopEnv(image_size=48).retarget(0)
 
 
 def test_home_start_fixes_the_gripper_and_the_expert_makes_king_moves() -> None:

@@ -79,6 +79,16 @@ def test_interrupted_run_resumes_bit_exactly(data_root, tmp_path):
     assert sorted(p.name for p in (cut.run_dir / "state").iterdir()) == ["step-000003", "step-000006"]
 
 
+def test_background_prefetch_feeds_the_same_batches(data_root, tmp_path):
+    threaded = tiny_cfg(data_root, tmp_path / "threaded", max_steps=3)
+    inline = tiny_cfg(data_root, tmp_path / "inline", max_steps=3)
+    inline.parallel.prefetch_batches = 0
+    assert threaded.parallel.prefetch_batches > 0
+    Trainer(threaded).train()
+    Trainer(inline).train()
+    assert losses(threaded.run_dir) == losses(inline.run_dir)
+
+
 def test_gradient_accumulation_matches_large_batch(data_root, tmp_path):
     accum = tiny_cfg(data_root, tmp_path / "accum", max_steps=2, global_batch_size=4, per_device_batch_size=2)
     big = tiny_cfg(data_root, tmp_path / "big", max_steps=2, global_batch_size=4, per_device_batch_size=4)
@@ -161,12 +171,13 @@ def test_config_errors_are_all_reported_with_flags(tmp_path):
     cfg = tiny_cfg(tmp_path / "missing", tmp_path, global_batch_size=5, per_device_batch_size=2, stage="half",
                    lr_schedule="linear")  # fmt: skip
     cfg.parallel.sharding = "full-shard"
+    cfg.parallel.prefetch_batches = -1
     with pytest.raises(ConfigError) as err:
         cfg.validate(world_size=2)
     msg = str(err.value)
     for expected in ("--vla.global_batch_size=5", "set --vla.global_batch_size 4", "--vla.stage='half'",
                      "--vla.lr_schedule='linear'", "--parallel.sharding='full-shard' is not one of: full_shard",
-                     "--data_root="):  # fmt: skip
+                     "--parallel.prefetch_batches must be >= 0", "--data_root="):  # fmt: skip
         assert expected in msg, (expected, msg)
 
 
