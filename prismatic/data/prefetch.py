@@ -2,9 +2,10 @@
 
 With `DataLoader(num_workers=0)` (tf.data cannot be forked into worker processes) each step would
 first wait for TensorFlow to hand over frames and for the Python transform (image processor,
-tokenizer, collator) to run. `BackgroundIterator` moves that work onto a thread: TensorFlow, PIL,
-the tokenizer and PyTorch's kernels release the GIL, so on a CPU the input side overlaps the step
-instead of adding to it, and on a GPU the host keeps batches ready while kernels run.
+tokenizer, collator) to run. `BackgroundIterator` moves that work onto a thread, so a GPU step, whose
+host thread mostly waits on kernels, finds the next batch ready. It cannot beat the GIL: for the
+tabletop demo's tiny CPU model, whose step is itself Python-bound, it measured no gain (0.0429 against
+0.0432 s per step; docs/tabletop.md, session 5).
 """
 
 from __future__ import annotations

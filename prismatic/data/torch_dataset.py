@@ -28,10 +28,13 @@ from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla
 ImageTransform = Callable[[Image.Image], Any]  # -> torch.Tensor or dict[str, torch.Tensor]
 
 
-def _is_llama_sentencepiece(tokenizer: Any) -> bool:
-    """Llama-2 style tokenizers put the lone '▁' (id 29871) between "Out:" and the first action token."""
+def has_empty_piece(tokenizer: Any, token_id: int | None = LLAMA2_EMPTY_TOKEN_ID) -> bool:
+    """Whether `token_id` is the tokenizer's lone '▁' piece, which Llama-2 style tokenizers put between
+    "Out:" and the first action token (Llama-2: 29871; small vocabularies have no such id)."""
+    if token_id is None or token_id >= len(tokenizer):
+        return False
     try:
-        return tokenizer.convert_ids_to_tokens(LLAMA2_EMPTY_TOKEN_ID) == "▁"
+        return tokenizer.convert_ids_to_tokens(token_id) == "▁"
     except Exception:
         return False
 
@@ -55,7 +58,7 @@ class RLDSBatchTransform:
     def __post_init__(self) -> None:
         get_prompt_builder(self.prompt_builder)  # fail now on an unknown name (lists the valid ones)
         self._empty = (
-            _is_llama_sentencepiece(self.tokenizer)
+            has_empty_piece(self.tokenizer)
             if self.insert_empty_token is None
             else self.insert_empty_token
         )

@@ -278,7 +278,7 @@ class TabletopEnv(gym.Env):
         self._seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
         scene = sample_scene(np.random.default_rng(self._seed), self.num_objects, self.success_radius, self.start_mode)
         if options and "target" in options:
-            target = self._check_target(options["target"], "options['target']")
+            target = _check_int("options['target']", options["target"], 0, self.num_objects - 1)
             scene = Scene(scene.objects, target, scene.template, scene.start)
         self._scene = scene
         self._eef = np.array([scene.start[0], scene.start[1], HOVER_Z])
@@ -296,15 +296,10 @@ class TabletopEnv(gym.Env):
         """
         if self._scene is None:
             raise RuntimeError("TabletopEnv.retarget() called before reset()")
-        target = self._check_target(target, "target")
+        target = _check_int("target", target, 0, self.num_objects - 1)
         self._scene = Scene(self._scene.objects, target, self._scene.template, self._scene.start)
         self._steps, self._done = 0, False
         return self._obs(), self._info()
-
-    def _check_target(self, target: Any, name: str) -> int:
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < self.num_objects:
-            raise ValueError(f"{name} must be an integer in [0, {self.num_objects - 1}], got {target!r}")
-        return int(target)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self._scene is None:

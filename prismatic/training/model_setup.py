@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from prismatic.data.torch_dataset import has_empty_piece
 from prismatic.models.configuration import OpenVLAConfig
 from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
 from prismatic.models.load import build_processor, load_vla
@@ -50,19 +51,12 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
         image_resize_strategy=v.image_resize_strategy, llm_max_length=v.llm_max_length, text_config=text.to_dict(),
         image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=timm_kwargs,
         pad_token_id=tokenizer.pad_token_id, action_vocab_size=tokenizer.vocab_size, norm_stats={},
-        empty_token_before_actions=_has_empty_piece(tokenizer, llm.empty_token_id),
+        empty_token_before_actions=has_empty_piece(tokenizer, llm.empty_token_id),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = OpenVLAForActionPrediction(config)
     model.vision_backbone.init_sincos_pos_embed()  # from scratch: patches must say where they are
     return VLA(model, build_processor(config, tokenizer))
-
-
-def _has_empty_piece(tokenizer: Any, token_id: int | None) -> bool:
-    """Whether `token_id` is the tokenizer's lone "▁" piece (Llama-2: 29871; absent from small vocabularies)."""
-    if token_id is None or token_id >= len(tokenizer):
-        return False
-    return tokenizer.convert_ids_to_tokens(token_id) == "▁"
 
 
 def _reduced_sizes(size: str, llm_tiny: dict[str, Any], vision_tiny: list[dict[str, Any]]):
