@@ -6,8 +6,10 @@
 - Native training layout (the `.pt` files under a run's `checkpoints/`):
   `{"model": {"vision_backbone": {...}, "projector": {...}, "llm_backbone": {...}}}` with the
   original's names: `dino_featurizer.*` / `siglip_featurizer.*` (or `featurizer.*` for a single
-  ViT), LayerScale as `ls1.gamma`, the projector as an `nn.Sequential` (`0.*`, `2.*`, `4.*`),
-  and the LLM under `llm.*`.
+  ViT), LayerScale as `ls1.gamma`, the projector's `nn.Sequential` under its attribute name
+  (`projector.0.*`, `projector.2.*`, `projector.4.*`; `projector.weight` for the linear one: the
+  original saves `vlm.projector.state_dict()`), and the LLM under `llm.*`. Projector keys without the
+  `projector.` prefix (what this project wrote before) are read too.
 
 Both directions are pure renames (no tensor is touched), so a round trip is bit-identical.
 """
@@ -27,8 +29,10 @@ _NATIVE_FEATURIZER_NAMES = {
     "dinoclip": ("dino_featurizer", "clip_featurizer"),
 }
 _HF_FEATURIZER_NAMES = ("featurizer", "fused_featurizer")
-# Projector: HF submodule -> position in the native nn.Sequential (activations sit between).
+# Projector: HF submodule -> position in the native nn.Sequential (activations sit between), which the
+# original's projector modules hold as their `projector` attribute.
 _PROJECTOR_NATIVE = {"fc1": "0", "fc2": "2", "fc3": "4"}
+_PROJECTOR_PREFIX = "projector."
 
 
 def native_featurizer_names(vision_backbone_id: str) -> tuple[str, ...]:
@@ -60,10 +64,8 @@ def hf_to_native(
             out["vision_backbone"][f"{native_names[featurizer]}.{_swap_layerscale(name, True)}"] = tensor
         elif group == "projector":
             module, _, param = rest.partition(".")
-            if projector_type == "linear":
-                out["projector"][param] = tensor
-            else:
-                out["projector"][f"{_PROJECTOR_NATIVE[module]}.{param}"] = tensor
+            name = param if projector_type == "linear" else f"{_PROJECTOR_NATIVE[module]}.{param}"
+            out["projector"][_PROJECTOR_PREFIX + name] = tensor
         elif group == "language_model":
             out["llm_backbone"][f"llm.{rest}"] = tensor
         else:
@@ -92,10 +94,14 @@ def native_to_hf(
             )
         out[f"vision_backbone.{hf_names[featurizer]}.{_swap_layerscale(name, False)}"] = tensor
     for key, tensor in model_state["projector"].items():
+        key = key.removeprefix(_PROJECTOR_PREFIX)
         if projector_type == "linear":
             out[f"projector.fc1.{key}"] = tensor
         else:
             index, _, param = key.partition(".")
+            if index not in from_native:
+                raise KeyError(f"unexpected projector key {key!r} for {projector_type}: expected "
+                               f"projector.{{{','.join(sorted(from_native))}}}.weight/bias")  # fmt: skip
             out[f"projector.{from_native[index]}.{param}"] = tensor
     for key, tensor in model_state["llm_backbone"].items():
         if not key.startswith("llm."):

@@ -36,7 +36,7 @@ def test_round_trip_hf_native_hf_is_bit_identical(tiny_checkpoint, tmp_path):
     assert (native / "checkpoints" / "latest-checkpoint.pt").is_file()
     assert json.loads((native / "dataset_statistics.json").read_text()).keys() == {"bridge_orig", "toy_pick_place"}
     state = torch.load(native / "checkpoints" / "latest-checkpoint.pt", weights_only=True)["model"]
-    assert "dino_featurizer.blocks.0.ls1.gamma" in state["vision_backbone"] and "0.weight" in state["projector"]
+    assert "dino_featurizer.blocks.0.ls1.gamma" in state["vision_backbone"] and "projector.0.weight" in state["projector"]
 
     _run("convert_native_to_hf.py", "--run_dir", str(native), "--out_dir", str(tmp_path / "hf"), "--max_shard_size", "8MB")
     original, back = _hf_tensors(tiny_checkpoint), _hf_tensors(tmp_path / "hf")
@@ -111,7 +111,7 @@ def test_native_dir_errors(tiny_vla, tmp_path):
     with pytest.raises(CheckpointError, match=r"no tokenizer for .*\(pass tokenizer="):
         load_vla(run)
     state = torch.load(run / "checkpoints" / "latest-checkpoint.pt", weights_only=True)
-    del state["model"]["projector"]["4.weight"]
+    del state["model"]["projector"]["projector.4.weight"]
     torch.save(state, run / "checkpoints" / "latest-checkpoint.pt")
     with pytest.raises(CheckpointError, match="missing projector.fc3.weight"):
         load_vla(run, tokenizer=TINY / "checkpoint")

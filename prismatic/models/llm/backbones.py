@@ -23,6 +23,7 @@ class LLMBackboneSpec:
     prompt_builder: str  # key in prismatic.models.llm.prompting.PROMPT_BUILDERS
     pad_token: str = "<PAD>"  # added to the tokenizer for training (Llama-2 has none)
     empty_token_id: int | None = None  # lone "▁" piece that precedes action tokens (SentencePiece vocabularies)
+    bundled_tokenizer: str | None = None  # directory under prismatic/assets/tokenizers with this LLM's tokenizer
     max_length: int = 2048
     tiny: dict[str, Any] = field(
         default_factory=lambda: {
@@ -69,12 +70,15 @@ _QWEN25_05B = dict(
 )  # fmt: skip
 
 for _spec in (
-    LLMBackboneSpec("llama2-7b-pure", "meta-llama/Llama-2-7b-hf", "llama", _LLAMA2_7B, "pure", empty_token_id=29871),
-    LLMBackboneSpec("llama2-13b-pure", "meta-llama/Llama-2-13b-hf", "llama", _LLAMA2_13B, "pure", empty_token_id=29871),
+    # Meta's Llama-2 models share one tokenizer (bundled: the one openvla-7b ships, with <PAD>).
+    LLMBackboneSpec("llama2-7b-pure", "meta-llama/Llama-2-7b-hf", "llama", _LLAMA2_7B, "pure", empty_token_id=29871,
+                    bundled_tokenizer="llama2"),
+    LLMBackboneSpec("llama2-13b-pure", "meta-llama/Llama-2-13b-hf", "llama", _LLAMA2_13B, "pure", empty_token_id=29871,
+                    bundled_tokenizer="llama2"),
     LLMBackboneSpec("llama2-7b-chat", "meta-llama/Llama-2-7b-chat-hf", "llama", _LLAMA2_7B, "llama2-chat",
-                    empty_token_id=29871),
+                    empty_token_id=29871, bundled_tokenizer="llama2"),
     LLMBackboneSpec("llama2-13b-chat", "meta-llama/Llama-2-13b-chat-hf", "llama", _LLAMA2_13B, "llama2-chat",
-                    empty_token_id=29871),
+                    empty_token_id=29871, bundled_tokenizer="llama2"),
     LLMBackboneSpec("vicuna-v15-7b", "lmsys/vicuna-7b-v1.5", "llama", _LLAMA2_7B, "vicuna-v15", empty_token_id=29871),
     LLMBackboneSpec("vicuna-v15-13b", "lmsys/vicuna-13b-v1.5", "llama", _LLAMA2_13B, "vicuna-v15",
                     empty_token_id=29871),

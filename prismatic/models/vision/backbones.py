@@ -8,12 +8,18 @@ We never patch timm: `VisionBackbone.forward` calls the public `forward_intermed
 after the block it needs. The only surgery is renaming LayerScale's parameter from timm's `gamma`
 to `scale_factor` (a child-module swap, same maths), because the official Hugging Face layout of
 OpenVLA stores it under that name.
+
+Pretrained weights go through timm's own loader (`pretrained=True` with the state dict handed over), so
+timm adapts them exactly as it did for the original (position table resampled to the requested grid,
+OpenCLIP / OpenAI key names converted, classifier heads dropped); where the files are found is
+`prismatic.models.vision.pretrained`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -29,6 +35,23 @@ class FeaturizerSpec:
     act_layer: str | None = None  # timm `act_layer` override (OpenAI CLIP was trained with quick_gelu)
     force_crop_pct: float | None = None  # override timm's eval crop_pct (SigLIP's would crop 224 px inputs)
     tiny: dict[str, Any] = field(default_factory=lambda: {"depth": 3, "embed_dim": 64, "num_heads": 4})
+    # The pretrained weights the original used, as a timm name with its tag, when `timm_id` has none: timm's
+    # default tag can change between versions (timm 1.0 made SigLIP 2 the default for SigLIP ids).
+    pretrained_tag: str | None = None
+    # Older Hub repositories with the same weights (what the original's timm 0.9 downloaded, OpenCLIP format).
+    legacy_repos: tuple[str, ...] = ()
+
+    @property
+    def weights_name(self) -> str:
+        """timm name (with tag) of the pretrained weights, e.g. `vit_so400m_patch14_siglip_224.webli`."""
+        return f"{self.timm_id}.{self.pretrained_tag}" if self.pretrained_tag else self.timm_id
+
+
+class FeaturizerWeights(NamedTuple):
+    """A featurizer's pretrained weights: their timm name (with tag) and the file that holds them."""
+
+    name: str
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -57,11 +80,13 @@ VISION_BACKBONES: Registry[VisionBackboneSpec] = Registry("vision backbone", fla
 
 _DINO = FeaturizerSpec("vit_large_patch14_reg4_dinov2.lvd142m")
 _SIGLIP_224 = FeaturizerSpec(
-    "vit_so400m_patch14_siglip_224", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4}
-)
+    "vit_so400m_patch14_siglip_224", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4},
+    pretrained_tag="webli", legacy_repos=("timm/ViT-SO400M-14-SigLIP",),
+)  # fmt: skip
 _SIGLIP_384 = FeaturizerSpec(
-    "vit_so400m_patch14_siglip_384", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4}
-)
+    "vit_so400m_patch14_siglip_384", force_crop_pct=1.0, tiny={"depth": 3, "embed_dim": 72, "num_heads": 4},
+    pretrained_tag="webli", legacy_repos=("timm/ViT-SO400M-14-SigLIP-384",),
+)  # fmt: skip
 _CLIP_224 = FeaturizerSpec("vit_large_patch14_clip_224.openai", act_layer="quick_gelu")
 _CLIP_336 = FeaturizerSpec("vit_large_patch14_clip_336.openai", act_layer="quick_gelu")
 
@@ -101,18 +126,59 @@ def _rename_layerscale(model: nn.Module) -> None:
             model.set_submodule(name, new)
 
 
+class WeightsFileError(ValueError):
+    """A pretrained weights file that cannot be read as a state dict."""
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file, or a torch file read with `weights_only=True` (no pickle)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors and torch raise several types for truncated or foreign files
+        raise WeightsFileError(f"cannot read pretrained weights {path}: {e}; download the file again") from e
+    for key in ("state_dict", "model"):  # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(f"{path} does not hold a state dict (name -> tensor)")
+    return state
+
+
 def create_featurizer(
-    timm_id: str, image_size: int, act_layer: str | None = None, overrides: dict[str, Any] | None = None
+    timm_id: str,
+    image_size: int,
+    act_layer: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    weights: FeaturizerWeights | None = None,
 ) -> nn.Module:
-    """Build one timm ViT without pretrained weights (weights come from our checkpoints)."""
+    """Build one timm ViT: random (weights then come from our checkpoints) or from pretrained `weights`.
+
+    Pretrained weights are handed to timm's own loader under their tagged name, as `create_model(name,
+    pretrained=True)` would load them after a download, so they are adapted to `image_size` and the
+    overrides exactly as in the original."""
     kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": image_size}
     if act_layer is not None:
         kwargs["act_layer"] = act_layer
     kwargs.update(overrides or {})
+    name = timm_id
+    if weights is not None:
+        if weights.name.split(".")[0] != timm_id.split(".")[0]:
+            raise ValueError(f"weights {weights.name!r} are for another architecture than {timm_id!r}")
+        name = weights.name
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": read_weights_file(weights.path)})
     try:
-        model = timm.create_model(timm_id, **kwargs)
-    except RuntimeError as e:  # timm raises RuntimeError for unknown model names
-        raise ValueError(f"timm does not know the model {timm_id!r} ({e})") from e
+        model = timm.create_model(name, **kwargs)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown model names and mismatched weights
+        where = f" from {weights.path}" if weights is not None else ""
+        raise ValueError(f"timm cannot build {name!r}{where}: {e}") from e
+    if weights is not None:  # timm keeps its pretrained cfg (dict) on the model: free the source tensors
+        model.pretrained_cfg.pop("state_dict", None)
     _rename_layerscale(model)
     return model
 
@@ -130,6 +196,7 @@ class VisionBackbone(nn.Module):
         act_layers: list[str | None] | None = None,
         timm_kwargs: list[dict[str, Any]] | None = None,
         feature_block: int = -2,
+        weights: list[FeaturizerWeights] | None = None,
     ) -> None:
         super().__init__()
         n = len(timm_model_ids)
@@ -137,13 +204,15 @@ class VisionBackbone(nn.Module):
             raise ValueError(f"a vision backbone has 1 or 2 featurizers, got {n}: {timm_model_ids}")
         act_layers = act_layers or [None] * n
         timm_kwargs = timm_kwargs or [{}] * n
-        for name, value in (("image_sizes", image_sizes), ("act_layers", act_layers), ("timm_kwargs", timm_kwargs)):
+        weights = weights or [None] * n
+        for name, value in (("image_sizes", image_sizes), ("act_layers", act_layers), ("timm_kwargs", timm_kwargs),
+                            ("weights", weights)):  # fmt: skip
             if len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries but there are {n} featurizers")
-        self.featurizer = create_featurizer(timm_model_ids[0], image_sizes[0], act_layers[0], timm_kwargs[0])
-        self.fused_featurizer = (
-            create_featurizer(timm_model_ids[1], image_sizes[1], act_layers[1], timm_kwargs[1]) if n == 2 else None
-        )
+        featurizers = [create_featurizer(timm_model_ids[i], image_sizes[i], act_layers[i], timm_kwargs[i], weights[i])
+                       for i in range(n)]  # fmt: skip
+        self.featurizer = featurizers[0]
+        self.fused_featurizer = featurizers[1] if n == 2 else None
         self.feature_block = feature_block
         self.image_size = image_sizes[0]
         grids = {tuple(f.patch_embed.grid_size) for f in self.featurizers}
@@ -231,9 +300,9 @@ def featurizer_preprocess(spec: VisionBackboneSpec, strategy: str, image_size: i
     size = image_size or spec.image_size
     out = []
     for f in spec.featurizers:
-        cfg = timm.models.get_pretrained_cfg(f.timm_id)
+        cfg = timm.models.get_pretrained_cfg(f.weights_name)
         if cfg is None:
-            raise ValueError(f"timm has no pretrained config for {f.timm_id!r}")
+            raise ValueError(f"timm has no pretrained config for {f.weights_name!r}")
         crop_pct = f.force_crop_pct if f.force_crop_pct is not None else (cfg.crop_pct or 1.0)
         out.append(
             FeaturizerPreprocess.for_strategy(strategy, size, cfg.mean, cfg.std, cfg.interpolation, crop_pct)
