@@ -38,6 +38,10 @@ _ORIGINAL_BASE_VLMS = {
         vision_backbone_id="dinosiglip-vit-so-224px", llm_backbone_id="llama2-7b-pure",
         arch_specifier="no-align+fused-gelu-mlp", image_resize_strategy="resize-naive", llm_max_length=2048,
     ),
+    "siglip-224px+7b": dict(
+        vision_backbone_id="siglip-vit-so400m", llm_backbone_id="vicuna-v15-7b",
+        arch_specifier="no-align+gelu-mlp", image_resize_strategy="letterbox", llm_max_length=2048,
+    ),
 }  # fmt: skip
 # Config fields that are not architecture (kept out of the native `model` section).
 _NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype",

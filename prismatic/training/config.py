@@ -17,7 +17,8 @@ from pathlib import Path
 import draccus
 
 from prismatic.models.llm.backbones import LLM_BACKBONES
-from prismatic.models.load import is_hf_dir
+from prismatic.models.base_vlm import base_vlm_problems, resolve_base_vlm
+from prismatic.models.load import CheckpointError, is_hf_dir
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.models.vision.transforms import RESIZE_STRATEGIES
@@ -61,7 +62,8 @@ class VLAConfig(draccus.ChoiceRegistry):
     llm_max_length: int = 2048                            # truncate sequences to this many tokens
     image_size: int | None = None                         # override the backbone's resolution (None: native)
     size: str = "full"                                    # full | small | tiny (CPU-sized, same structure)
-    base_vlm: Path | None = None                          # HF-layout dir or native run to start from (None: random init)
+    base_vlm: Path | None = None                          # base VLM dir, checkpoints/*.pt, or id under --model_root (None: random init)
+    vision_weights: Path | None = None                    # pretrained ViT weights (file or dir) for a base VLM without them
     stage: str = "full"                                   # full | frozen-vision | sandwich | last-layer
     # -- data --
     data_mix: str = "bridge"                              # mixture name or dataset name (prismatic.data)
@@ -142,6 +144,7 @@ class TrainConfig:
     data_root: Path = Path("data/rlds")        # <data_root>/<dataset>/<version>/ (TFDS RLDS)
     dataset_configs: tuple[Path, ...] = ()     # extra YAML dataset specs (one's own datasets)
     tokenizer: Path | None = None              # tokenizer dir (default: base_vlm's, else the bundled Llama-2)
+    model_root: Path | None = None             # where --vla.base_vlm ids are found (default: $PRISMATIC_MODEL_ROOT)
     run_root: Path = Path("runs")              # runs are written to <run_root>/<run_id>/
     run_id: str | None = None                  # default: <vla.type>+<data_mix>+x<seed>
     seed: int = 7
@@ -217,8 +220,8 @@ class TrainConfig:
             problems.append("LoRA fine-tunes a pretrained model: set --vla.base_vlm to an HF-layout checkpoint dir")
         if self.lora.quantization is not None:
             problems += self._quantization_problems(world_size)
-        if v.base_vlm is not None and not Path(v.base_vlm).exists():
-            problems.append(f"--vla.base_vlm={str(v.base_vlm)!r} does not exist")
+        if v.base_vlm is not None:  # everything it needs (checkpoint, ViT weights, tokenizer) is found now
+            problems += base_vlm_problems(v.base_vlm, self.model_root, self.tokenizer, v.vision_weights)
         if v.base_vlm is None and v.size == "full":
             problems.append(
                 "a full-size model needs pretrained weights: set --vla.base_vlm (random init is only for --vla.size tiny or small)"
@@ -241,8 +244,11 @@ class TrainConfig:
                 f"--lora.quantization {q} quantises a frozen base under LoRA adapters: set --lora.enabled true "
                 "(vla-scripts/finetune.py does) or drop --lora.quantization"
             )
-        base = self.vla.base_vlm
-        if base is not None and Path(base).exists() and not is_hf_dir(Path(base)):
+        try:
+            base = resolve_base_vlm(self.vla.base_vlm, self.model_root) if self.vla.base_vlm is not None else None
+        except CheckpointError:  # (reported by validate)
+            base = None
+        if base is not None and not is_hf_dir(base):
             problems.append(
                 f"--lora.quantization {q} loads the base through transformers' bitsandbytes integration, which reads "
                 f"HF-layout checkpoints; --vla.base_vlm={str(base)!r} is not one: convert it with "
@@ -262,11 +268,17 @@ class ConfigError(ValueError):
 
 
 # -- experiments ------------------------------------------------------------------------------------------
-# The original's recipes (prismatic/conf/vla.py). Batch sizes assume the original's 8 / 64 GPUs but any
-# world size works: accumulation is derived.
+# The original's recipes (prismatic/conf/vla.py), with its ids. Batch sizes assume the original's 8 / 64 GPUs
+# but any world size works: accumulation is derived. `base_vlm` defaults to the original's base VLM id, found
+# under --model_root ($PRISMATIC_MODEL_ROOT); the architecture fields restate that base VLM's.
+PRISM_DINOSIGLIP_7B = Path("prism-dinosiglip-224px+7b")  # DINOv2 + SigLIP 224px, Llama-2 7B, naive resize
+SIGLIP_7B = Path("siglip-224px+7b")  # SigLIP So400m 224px, Vicuna v1.5 7B, letterbox, gelu-mlp
+
+
 @VLAConfig.register_subclass("prism-dinosiglip-224px+mx-bridge")
 @dataclass
 class DinoSigLIPBridge(VLAConfig):
+    base_vlm: Path | None = PRISM_DINOSIGLIP_7B
     data_mix: str = "bridge"
     shuffle_buffer_size: int = 256_000
     global_batch_size: int = 256
@@ -284,18 +296,78 @@ class DinoSigLIPFrozenVisionBridge(DinoSigLIPBridge):
 class DinoSigLIPMagicSoupPlus(VLAConfig):
     """openvla-7b: 64 GPUs x 32, lr 2e-5 constant, Magic Soup++ (the released model's final stage)."""
 
+    base_vlm: Path | None = PRISM_DINOSIGLIP_7B
     data_mix: str = "oxe_magic_soup_plus_minus"
     shuffle_buffer_size: int = 256_000
     global_batch_size: int = 2048
     per_device_batch_size: int = 32
 
 
+@VLAConfig.register_subclass("siglip-224px+mx-bridge")
+@dataclass
+class SigLIPBridge(VLAConfig):
+    """The original's SigLIP-only base (`siglip-224px+7b`: Vicuna v1.5 7B, letterbox), fully trained on Bridge."""
+
+    base_vlm: Path | None = SIGLIP_7B
+    vision_backbone_id: str = "siglip-vit-so400m"
+    llm_backbone_id: str = "vicuna-v15-7b"
+    arch_specifier: str = "no-align+gelu-mlp"
+    image_resize_strategy: str = "letterbox"
+    data_mix: str = "bridge"
+    shuffle_buffer_size: int = 256_000
+    global_batch_size: int = 256
+    per_device_batch_size: int = 32
+
+
+@VLAConfig.register_subclass("siglip-224px-icy+mx-bridge")
+@dataclass
+class SigLIPFrozenVisionBridge(SigLIPBridge):
+    stage: str = "frozen-vision"
+
+
 @VLAConfig.register_subclass("siglip-224px+mx-oxe-magic-soup")
 @dataclass
-class SigLIPMagicSoup(DinoSigLIPMagicSoupPlus):
-    vision_backbone_id: str = "siglip-vit-so400m"
-    arch_specifier: str = "no-align+gelu-mlp"
+class SigLIPMagicSoup(SigLIPBridge):
     data_mix: str = "oxe_magic_soup"
+    global_batch_size: int = 2048
+
+
+# Single-task fine-tuning on the original's T-DROID and DROID tasks, from the SigLIP base (full, frozen ViT,
+# last LLM layer only, and "sandwich": ViT + projector + last LLM layer).
+@VLAConfig.register_subclass("siglip-224px+mx-tdroid_carrot_in_bowl")
+@dataclass
+class SigLIPTDroidCarrotInBowl(SigLIPBridge):
+    data_mix: str = "tdroid_carrot_in_bowl"
+
+
+@VLAConfig.register_subclass("siglip-224px+mx-tdroid_pour_corn_in_pot")
+@dataclass
+class SigLIPTDroidPourCornInPot(SigLIPBridge):
+    data_mix: str = "tdroid_pour_corn_in_pot"
+
+
+@VLAConfig.register_subclass("siglip-224px-icy+mx-tdroid_carrot_in_bowl")
+@dataclass
+class SigLIPFrozenVisionTDroidCarrotInBowl(SigLIPTDroidCarrotInBowl):
+    stage: str = "frozen-vision"
+
+
+@VLAConfig.register_subclass("siglip-224px-last_layer+mx-tdroid_carrot_in_bowl")
+@dataclass
+class SigLIPLastLayerTDroidCarrotInBowl(SigLIPTDroidCarrotInBowl):
+    stage: str = "last-layer"
+
+
+@VLAConfig.register_subclass("siglip-224px-sandwich+mx-tdroid_carrot_in_bowl")
+@dataclass
+class SigLIPSandwichTDroidCarrotInBowl(SigLIPTDroidCarrotInBowl):
+    stage: str = "sandwich"
+
+
+@VLAConfig.register_subclass("siglip-224px+mx-droid_wipe")
+@dataclass
+class SigLIPDroidWipe(SigLIPBridge):
+    data_mix: str = "droid_wipe"
 
 
 @VLAConfig.register_subclass("prism-dinosiglip-224px+mx-libero-spatial")

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from prismatic.data.torch_dataset import has_empty_piece
+from prismatic.models.base_vlm import load_base_vlm, resolve_base_vlm
 from prismatic.models.configuration import OpenVLAConfig
 from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
 from prismatic.models.load import build_processor, load_vla
@@ -31,9 +32,10 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
             from prismatic.training.lora import quantization_config
 
             quantization = quantization_config(cfg.lora.quantization, device, cfg.parallel.mixed_precision)
-            vla = load_vla(v.base_vlm, device, tokenizer=cfg.tokenizer, quantization_config=quantization)
-        else:
-            vla = load_vla(v.base_vlm, tokenizer=cfg.tokenizer)
+            base = resolve_base_vlm(v.base_vlm, cfg.model_root)
+            vla = load_vla(base, device, tokenizer=cfg.tokenizer, quantization_config=quantization)
+        else:  # HF layout, our runs, or a released prismatic-vlms base (ViT weights from timm)
+            vla = load_base_vlm(v.base_vlm, cfg.model_root, cfg.tokenizer, v.vision_weights)
         vla.model.train()
         return vla
     # Random initialisation (tiny models): architecture from the registries, test-sized if asked.

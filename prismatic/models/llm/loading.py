@@ -1,7 +1,8 @@
 """Pretrained LLM backbones and their tokenizers, from a local Hugging Face directory or a Hub id.
 
 What the original does for every LLM (`HFCausalLLMBackbone` and its subclasses), and so do we:
-- the tokenizer comes from the LLM's own files with `model_max_length = llm_max_length`, pads on the right;
+- the tokenizer comes from the LLM's own files (its `tokenizer.json` taken as written, as transformers 4.x
+  did) with `model_max_length = llm_max_length`, and pads on the right;
 - the backbone's pad token is added as a special token (`<PAD>` for Llama-2 / Vicuna / Mistral, `<|pad|>`
   for Phi-2; Qwen2.5 already pads with `<|endoftext|>`), and the model's `pad_token_id` is set to it;
 - the embeddings are resized to `len(tokenizer)` rounded up to a multiple of 64 (Llama-2: 32001 -> 32064;
@@ -39,12 +40,17 @@ def _download_hint(hub_id: str) -> str:
     return f"`huggingface-cli download {hub_id} --local-dir DIR` on a machine with network access, then pass DIR"
 
 
+def _hub_kwargs(cache_dir: Path | None) -> dict:
+    """Where transformers looks for Hub ids: the cache, and only the cache when offline."""
+    return {"cache_dir": cache_dir, "local_files_only": hf_constants.is_offline_mode()}
+
+
 def default_tokenizer_source(spec: LLMBackboneSpec) -> Path | str:
     """The bundled tokenizer when there is one, else the LLM's Hub id."""
     return BUNDLED_TOKENIZERS / spec.bundled_tokenizer if spec.bundled_tokenizer else spec.hf_hub_id
 
 
-def tokenizer_problems(source: Path | str) -> list[str]:
+def tokenizer_problems(source: Path | str, cache_dir: Path | None = None) -> list[str]:
     """Why a tokenizer cannot be loaded from `source` (empty: it can, or it will be downloaded)."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -53,25 +59,34 @@ def tokenizer_problems(source: Path | str) -> list[str]:
         return []
     if path.exists() or str(source).startswith((".", "/", "~")):
         return [f"tokenizer source {str(source)!r} is not a directory"]
-    if hf_constants.is_offline_mode() and not isinstance(try_to_load_from_cache(str(source), "tokenizer_config.json"), str):
+    cached = try_to_load_from_cache(str(source), "tokenizer_config.json", cache_dir=cache_dir)
+    if hf_constants.is_offline_mode() and not isinstance(cached, str):
         return [f"the tokenizer of {source} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
                 f"{_download_hint(str(source))} with --tokenizer"]  # fmt: skip
     return []
 
 
-def load_tokenizer(llm_backbone_id: str, source: Path | str | None = None, max_length: int = 2048):
+def load_tokenizer(
+    llm_backbone_id: str, source: Path | str | None = None, max_length: int = 2048, cache_dir: Path | None = None
+):
     """The backbone's tokenizer as the original prepared it: pad token added, right padding, `max_length`."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     spec = LLM_BACKBONES.get(llm_backbone_id)
     source = default_tokenizer_source(spec) if source is None else source
-    problems = tokenizer_problems(source)
+    problems = tokenizer_problems(source, cache_dir)
     if problems:
         raise LLMSourceError("; ".join(problems))
+    kwargs = {"model_max_length": max_length, "padding_side": "right", **_hub_kwargs(cache_dir)}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source), model_max_length=max_length, padding_side="right")
-    except OSError as e:
-        raise LLMSourceError(f"cannot load the tokenizer of {llm_backbone_id} from {source}: {e}") from e
+        # tokenizer.json as written, as transformers 4.x's fast tokenizers read it; transformers 5's model
+        # classes rebuild parts of the pipeline (its LlamaTokenizer splits leading spaces differently)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError, TypeError):  # no tokenizer.json (SentencePiece or vocab/merges files only)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
+        except OSError as e:
+            raise LLMSourceError(f"cannot load the tokenizer of {llm_backbone_id} from {source}: {e}") from e
     tokenizer.add_special_tokens({"pad_token": spec.pad_token})
     return tokenizer
 
@@ -96,6 +111,7 @@ def load_llm(
     source: Path | str | None = None,
     max_length: int = 2048,
     dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
 ):
     """(model, tokenizer): a pretrained causal LM with the pad token added and the vocabulary padded to 64.
 
@@ -107,9 +123,9 @@ def load_llm(
     problems = llm_problems(source)
     if problems:
         raise LLMSourceError("; ".join(problems) + f" ({_download_hint(spec.hf_hub_id)})")
-    tokenizer = load_tokenizer(llm_backbone_id, source, max_length)
+    tokenizer = load_tokenizer(llm_backbone_id, source, max_length, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, **_hub_kwargs(cache_dir))
     except OSError as e:
         raise LLMSourceError(f"cannot load {llm_backbone_id} from {source}: {e} ({_download_hint(spec.hf_hub_id)})") from e
     if model.config.model_type != spec.model_type:
