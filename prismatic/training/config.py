@@ -16,8 +16,8 @@ from pathlib import Path
 
 import draccus
 
-from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.base_vlm import base_vlm_problems, resolve_base_vlm
+from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.load import CheckpointError, is_hf_dir
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES

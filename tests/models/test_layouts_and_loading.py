@@ -131,3 +131,22 @@ def test_random_build_on_device_matches_the_architecture(tiny_checkpoint):
     ids = torch.tensor([[1, 512, 29901, 3744, 29901]])
     out = model(input_ids=ids, pixel_values=torch.zeros(1, 6, 224, 224))
     assert out.logits.shape == (1, 5 + model.num_patches, 32064) and torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("projector", ["fused-gelu-mlp", "gelu-mlp", "linear"])
+def test_native_projector_keys_are_the_originals_and_older_ones_still_read(projector):
+    """The original saves `vlm.projector.state_dict()`: its nn.Sequential / nn.Linear sits under the module's
+    `projector` attribute (`projector.0.weight`, `projector.weight`). Keys without it (what this project
+    wrote before) map to the same tensors."""
+    from prismatic.models.layouts import hf_to_native, native_to_hf
+
+    fcs = {"linear": ["fc1"], "gelu-mlp": ["fc1", "fc2"], "fused-gelu-mlp": ["fc1", "fc2", "fc3"]}[projector]
+    hf = {f"projector.{fc}.{p}": torch.randn(3) for fc in fcs for p in ("weight", "bias")}
+    native = hf_to_native(hf, "siglip-vit-so400m", projector)
+    expected = {"linear": {"projector.weight", "projector.bias"}}.get(
+        projector, {f"projector.{i}.{p}" for i in ("0", "2", "4")[: len(fcs)] for p in ("weight", "bias")})  # fmt: skip
+    assert set(native["projector"]) == expected
+    older = {k.removeprefix("projector."): v for k, v in native["projector"].items()}
+    for state in (native["projector"], older):
+        back = native_to_hf({"vision_backbone": {}, "projector": state, "llm_backbone": {}}, "siglip-vit-so400m", projector)
+        assert back.keys() == hf.keys() and all(back[k] is hf[k] for k in hf)

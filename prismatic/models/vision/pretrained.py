@@ -27,7 +27,12 @@ import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-from prismatic.models.vision.backbones import VISION_BACKBONES, FeaturizerSpec, FeaturizerWeights, VisionBackbone
+from prismatic.models.vision.backbones import (
+    VISION_BACKBONES,
+    FeaturizerSpec,
+    FeaturizerWeights,
+    VisionBackbone,
+)
 
 # File names a timm repository on the Hub may use, preferred first (timm's own format, then OpenCLIP's).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
