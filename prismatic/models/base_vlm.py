@@ -45,6 +45,9 @@ from prismatic.models.load import (
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.models.vision.pretrained import pretrained_vision_state, vision_weights_problems
+from prismatic.util.logging import get_logger
+
+log = get_logger(__name__)
 
 MODEL_ROOT_ENV = "PRISMATIC_MODEL_ROOT"
 REQUIRED_GROUPS = ("projector", "llm_backbone")  # a base VLM checkpoint's minimum (the release's content)
@@ -219,8 +222,12 @@ def load_base_vlm(
 
     plan = plan_base_vlm(spec, root, tokenizer, vision_weights)
     if plan.hf:
+        log.info(f"base VLM: Hugging Face-layout checkpoint {plan.path}")
         return load_vla(plan.path, tokenizer=tokenizer)
     arch = plan.arch
+    vision = "timm pretrained weights" if plan.needs_vision_weights else "the checkpoint"
+    log.info(f"base VLM: {arch['vision_backbone_id']} + {arch['llm_backbone_id']} from {plan.checkpoint} "
+             f"(ViTs from {vision}, tokenizer from {plan.tokenizer})")  # fmt: skip
     tok = load_tokenizer(arch["llm_backbone_id"], plan.tokenizer, int(arch.get("llm_max_length", 2048)))
     state = _read_checkpoint(plan.checkpoint)
     rows = _embedding_rows(state["llm_backbone"], plan.checkpoint)
@@ -242,12 +249,3 @@ def load_base_vlm(
         model = OpenVLAForActionPrediction(config)
     load_state_dict_strict(model, weights)
     return VLA(model.to(dtype), build_processor(config, tok))
-
-
-def describe(plan: BaseVLMPlan) -> str:
-    """One line for the log: what loads from where."""
-    if plan.hf:
-        return f"Hugging Face-layout checkpoint {plan.path}"
-    vision = "checkpoint" if not plan.needs_vision_weights else "timm pretrained weights"
-    return (f"{plan.arch['vision_backbone_id']} + {plan.arch['llm_backbone_id']} from {plan.checkpoint} "
-            f"(vision: {vision}; tokenizer: {plan.tokenizer})")  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
+from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.projectors import projector_type
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.models.vision.transforms import RESIZE_STRATEGIES
@@ -58,9 +58,8 @@ class PrismaticConfig(PreTrainedConfig):
         if self.hf_llm_id is None:
             self.hf_llm_id = llm.hf_hub_id
         if self.text_config is None:
-            # Adding the pad token grows the vocabulary by one, then rows are padded to a multiple.
-            base = llm.arch["vocab_size"]
-            vocab = padded_vocab_size(base + 1, self.pad_to_multiple_of) if llm.pad_token == "<PAD>" else base
+            # The original adds the pad token, then pads the rows to a multiple (Llama-2: 32064, Phi-2: 50304).
+            vocab = llm.embedding_rows(self.pad_to_multiple_of)
             self.text_config = llm.text_config(vocab_size=vocab, pad_token_id=self.pad_token_id).to_dict()
         super().__post_init__(**kwargs)
 

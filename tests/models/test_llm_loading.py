@@ -14,6 +14,7 @@ from huggingface_hub import constants as hf_constants
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from prismatic.models.llm.backbones import padded_vocab_size
 from prismatic.models.llm.loading import LLMSourceError, load_llm, load_tokenizer, tokenizer_problems
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -119,3 +120,17 @@ def test_llama2_tokenizer_is_bundled_and_matches_the_reference():
     for text, ids in zip(texts, expected):
         assert bundled(text).input_ids == [bundled.bos_token_id] + ids, repr(text)
         assert reference(text, add_special_tokens=False).input_ids == ids
+
+
+def test_registry_vocabularies_are_the_originals():
+    """The embedding rows a fresh config gets (no checkpoint) follow the same rule as `load_llm`."""
+    from prismatic.models.configuration import PrismaticConfig
+    from prismatic.models.llm.backbones import LLM_BACKBONES
+
+    rows = {n: PrismaticConfig(llm_backbone_id=n).text_config.vocab_size for n in LLM_BACKBONES.names()}
+    assert rows == {n: 32064 for n in rows if n.startswith(("llama2", "vicuna", "mistral"))} | {
+        "phi-2-3b": 50304, "qwen2.5-0.5b-pure": 151680}  # fmt: skip
+    for name, (_, _, make_tokenizer, (n_tokens, expected_rows, _)) in CASES.items():  # same rule, tiny tokenizers
+        spec = LLM_BACKBONES.get(name)
+        assert expected_rows == padded_vocab_size(len(make_tokenizer()) + spec.adds_pad_token) and n_tokens == len(
+            make_tokenizer()) + spec.adds_pad_token  # fmt: skip

@@ -24,6 +24,8 @@ class LLMBackboneSpec:
     pad_token: str = "<PAD>"  # added to the tokenizer for training (Llama-2 has none)
     empty_token_id: int | None = None  # lone "▁" piece that precedes action tokens (SentencePiece vocabularies)
     bundled_tokenizer: str | None = None  # directory under prismatic/assets/tokenizers with this LLM's tokenizer
+    tokenizer_size: int = 32000  # len() of the LLM's own tokenizer (added tokens included, before the pad token)
+    adds_pad_token: bool = True  # False: the tokenizer already has `pad_token` (Qwen2.5's <|endoftext|>)
     max_length: int = 2048
     tiny: dict[str, Any] = field(
         default_factory=lambda: {
@@ -34,6 +36,11 @@ class LLMBackboneSpec:
             "num_key_value_heads": 4,
         }
     )
+
+    def embedding_rows(self, multiple: int = 64) -> int:
+        """Rows of the embedding after the original's preparation: the pad token added (unless the tokenizer
+        already has it), then `resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)`."""
+        return padded_vocab_size(self.tokenizer_size + int(self.adds_pad_token), multiple)
 
     def text_config(self, vocab_size: int | None = None, tiny: bool = False, **overrides: Any) -> PreTrainedConfig:
         fields = dict(self.arch)
@@ -86,9 +93,9 @@ for _spec in (
                     empty_token_id=28705),
     LLMBackboneSpec("mistral-v0.1-7b-instruct", "mistralai/Mistral-7B-Instruct-v0.1", "mistral", _MISTRAL_7B,
                     "mistral-instruct", empty_token_id=28705),
-    LLMBackboneSpec("phi-2-3b", "microsoft/phi-2", "phi", _PHI2, "phi-2", pad_token="<|pad|>"),
+    LLMBackboneSpec("phi-2-3b", "microsoft/phi-2", "phi", _PHI2, "phi-2", pad_token="<|pad|>", tokenizer_size=50295),
     LLMBackboneSpec("qwen2.5-0.5b-pure", "Qwen/Qwen2.5-0.5B", "qwen2", _QWEN25_05B, "qwen-pure",
-                    pad_token="<|endoftext|>", max_length=2048,
+                    pad_token="<|endoftext|>", adds_pad_token=False, max_length=2048, tokenizer_size=151665,
                     tiny={"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
                           "num_attention_heads": 4, "num_key_value_heads": 2}),
 ):  # fmt: skip

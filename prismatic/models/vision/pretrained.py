@@ -33,6 +33,9 @@ from prismatic.models.vision.backbones import (
     FeaturizerWeights,
     VisionBackbone,
 )
+from prismatic.util.logging import get_logger
+
+log = get_logger(__name__)
 
 # File names a timm repository on the Hub may use, preferred first (timm's own format, then OpenCLIP's).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -167,6 +170,7 @@ def find_vision_weights(
         if path is None:
             missing.append(f"{hub.name!r} (no network access to {hub.url}): {hub.how_to_get()}")
         else:
+            log.info(f"pretrained weights of {hub.name}: {path}")
             out.append(FeaturizerWeights(hub.name, path))
     if missing:
         raise MissingVisionWeightsError(f"could not get pretrained weights for {vision_backbone_id}: " + "; ".join(missing))
