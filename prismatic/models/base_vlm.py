@@ -226,6 +226,8 @@ def load_base_vlm(
         return load_vla(plan.path, tokenizer=tokenizer)
     arch = plan.arch
     vision = "timm pretrained weights" if plan.needs_vision_weights else "the checkpoint"
+    if vision_weights is not None and not plan.needs_vision_weights:
+        log.info(f"--vla.vision_weights {vision_weights} is not used: {plan.checkpoint} holds the ViTs")
     log.info(f"base VLM: {arch['vision_backbone_id']} + {arch['llm_backbone_id']} from {plan.checkpoint} "
              f"(ViTs from {vision}, tokenizer from {plan.tokenizer})")  # fmt: skip
     tok = load_tokenizer(arch["llm_backbone_id"], plan.tokenizer, int(arch.get("llm_max_length", 2048)))

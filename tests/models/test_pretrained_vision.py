@@ -167,3 +167,37 @@ def test_unreadable_or_mismatched_weights_fail_with_the_file_named(tmp_path, wri
     write_timm_weights(bad, featurizer.weights_name, {"depth": 3, "embed_dim": 32, "num_heads": 4}, 56, 0)
     with pytest.raises(ValueError, match=f"from {bad}"):
         _our_backbone("dinov2-vit-l", 56, tmp_path)
+
+
+def test_online_weights_are_downloaded_once_and_a_dead_network_fails_fast(tmp_path, monkeypatch, write_timm_weights):
+    """Online and not cached: the Hub is asked for timm's file names in order (the Hub itself is replaced by
+    a stub here); without a connection the first failure ends the search with the error in the message."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    from prismatic.models.vision import pretrained
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    (featurizer,) = VISION_BACKBONES.get("siglip-vit-so400m").featurizers
+    served = write_timm_weights(tmp_path / "served.safetensors", featurizer.weights_name, dict(featurizer.tiny), 56, 0)
+    asked = []
+
+    def hub(repo, filename, cache_dir=None):
+        asked.append((repo, filename))
+        if (repo, filename) != ("timm/ViT-SO400M-14-SigLIP", "open_clip_model.safetensors"):
+            raise EntryNotFoundError(f"{filename} is not in {repo}")
+        return str(served)
+
+    monkeypatch.setattr(pretrained, "hf_hub_download", hub)
+    assert vision_weights_problems("siglip-vit-so400m", cache_dir=tmp_path / "cache") == []  # will download
+    (weights,) = find_vision_weights("siglip-vit-so400m", cache_dir=tmp_path / "cache")
+    assert weights.path == served and len(asked) == 7  # 4 names in timm's repository, then the legacy one
+    asked.clear()
+
+    def offline_hub(repo, filename, cache_dir=None):
+        asked.append(filename)
+        raise LocalEntryNotFoundError("cannot reach the Hub")
+
+    monkeypatch.setattr(pretrained, "hf_hub_download", offline_hub)
+    with pytest.raises(MissingVisionWeightsError, match=r"failed: LocalEntryNotFoundError: cannot reach the Hub\): download"):
+        find_vision_weights("siglip-vit-so400m", cache_dir=tmp_path / "cache")
+    assert asked == ["model.safetensors"]

@@ -26,6 +26,7 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from prismatic.models.vision.backbones import (
     VISION_BACKBONES,
@@ -101,16 +102,22 @@ def _from_location(hub: HubWeights, location: Path) -> Path | None:
     return _from_cache(hub, location)  # a Hugging Face hub cache (or a copy of one)
 
 
-def _download(hub: HubWeights, cache_dir: Path | None) -> Path | None:
+def _download(hub: HubWeights, cache_dir: Path | None) -> tuple[Path | None, str]:
+    """(the downloaded file, or None and the last error)."""
     if hf_constants.is_offline_mode():
-        return None
+        return None, "HF_HUB_OFFLINE is set"
+    error = ""
     for repo in hub.repos:
         for filename in WEIGHT_FILES:
             try:
-                return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
-            except Exception:  # not in this repository, or no network: try the next, then report
-                continue
-    return None
+                return Path(hf_hub_download(repo, filename, cache_dir=cache_dir)), ""
+            except LocalEntryNotFoundError as e:  # no connection: the other files would fail alike
+                return None, f"{type(e).__name__}: {e}".splitlines()[0]
+            except (EntryNotFoundError, RepositoryNotFoundError) as e:  # not there: try the next file
+                error = f"{type(e).__name__}: {e}".splitlines()[0]
+            except Exception as e:  # the Hub refused (gated, rate limit, ...)
+                return None, f"{type(e).__name__}: {e}".splitlines()[0]
+    return None, error
 
 
 def _where(location: Path | None, cache_dir: Path | None) -> str:
@@ -162,13 +169,16 @@ def find_vision_weights(
     out, missing = [], []
     for featurizer in featurizers_of(vision_backbone_id, timm_model_ids):
         hub = HubWeights.of(featurizer)
+        error = ""
         if location is not None:
             path = Path(location).expanduser()
             path = path if path.is_file() else _from_location(hub, path)
         else:
-            path = _from_cache(hub, cache_dir) or _download(hub, cache_dir)
+            path = _from_cache(hub, cache_dir)
+            if path is None:
+                path, error = _download(hub, cache_dir)
         if path is None:
-            missing.append(f"{hub.name!r} (no network access to {hub.url}): {hub.how_to_get()}")
+            missing.append(f"{hub.name!r} (downloading from {hub.url} failed: {error}): {hub.how_to_get()}")
         else:
             log.info(f"pretrained weights of {hub.name}: {path}")
             out.append(FeaturizerWeights(hub.name, path))
