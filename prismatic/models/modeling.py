@@ -26,6 +26,7 @@ from transformers.modeling_outputs import ModelOutput
 from prismatic.constants import IGNORE_INDEX
 from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.models.configuration import OpenVLAConfig, PrismaticConfig
+from prismatic.models.decoding import decode_action_tokens, resolve_decode_mode
 from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VisionBackbone
@@ -289,16 +290,22 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         do_sample: bool = False,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        decode: str = "auto",
     ) -> torch.LongTensor:
         """A lean decoding loop: one prefill, then `n_tokens - 1` single-token steps on the KV cache.
 
         Equivalent to `generate(..., max_new_tokens=n_tokens)` (greedy by default) without its
-        per-step machinery, which dominates latency for 7 tokens.
+        per-step machinery, which dominates latency for 7 tokens. `decode` picks the steps' path
+        ("auto", "eager", "static", "graphs"; see `prismatic.models.decoding`); all give the same tokens.
         """
+        mode = resolve_decode_mode(decode, self)
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: let attention take its causal fast path
         input_ids, attention_mask = self._append_empty_token(input_ids, attention_mask)
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        if mode != "eager":  # static KV cache (+ CUDA graphs)
+            return decode_action_tokens(self, input_ids, pixel_values, attention_mask, n_tokens, mode, do_sample,
+                                        temperature, generator)  # fmt: skip
         out = self(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=True,
             logits_to_keep=1,
@@ -331,11 +338,13 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         attention_mask: torch.Tensor | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
+        decode: str = "auto",
         **kwargs: Any,
     ) -> np.ndarray:
         """Actions for a processed batch: shape [action_dim] for one prompt, [batch, action_dim] for several.
 
         `vla.predict_action(**processor(prompt, image), unnorm_key="bridge_orig", do_sample=False)`.
+        `decode="eager"` turns the fast decoding path off (`prismatic.models.decoding`).
         """
         if input_ids is None or pixel_values is None:
             raise ValueError("predict_action needs input_ids and pixel_values: pass **processor(prompt, image)")
@@ -346,7 +355,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         dim = self.get_action_dim(key)
         ids = self.generate_action_tokens(
             input_ids.to(self.device), pixel_values, attention_mask.to(self.device) if attention_mask is not None else None,
-            n_tokens=dim, do_sample=do_sample, temperature=temperature,
+            n_tokens=dim, do_sample=do_sample, temperature=temperature, decode=decode,
         )  # fmt: skip
         actions = self.decode_actions(ids.cpu().numpy(), key)
         return actions[0] if actions.shape[0] == 1 else actions

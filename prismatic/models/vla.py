@@ -16,10 +16,14 @@ from prismatic.models.processing import PrismaticProcessor
 
 
 class VLA:
-    """Model + processor. `predict_action(image, instruction)` is the whole inference API."""
+    """Model + processor. `predict_action(image, instruction)` is the whole inference API.
 
-    def __init__(self, model: OpenVLAForActionPrediction, processor: PrismaticProcessor) -> None:
-        self.model, self.processor = model, processor
+    `decode` is the decoding path used unless a call passes its own: "auto" (static cache + CUDA graphs on
+    CUDA, eager elsewhere), "eager", "static" or "graphs" (`prismatic.models.decoding`).
+    """
+
+    def __init__(self, model: OpenVLAForActionPrediction, processor: PrismaticProcessor, decode: str = "auto") -> None:
+        self.model, self.processor, self.decode = model, processor, decode
 
     @property
     def config(self):
@@ -35,7 +39,7 @@ class VLA:
     def predict_action(self, image, instruction: str, unnorm_key: str | None = None, **kwargs: Any) -> np.ndarray:
         """One image and instruction -> one un-normalised action [action_dim]."""
         inputs = self.processor(self.prompt(instruction), image)
-        return self.model.predict_action(**inputs, unnorm_key=unnorm_key, **kwargs)
+        return self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
 
     def predict_actions(
         self, images: Sequence, instructions: Sequence[str], unnorm_key: str | None = None, **kwargs: Any
@@ -44,7 +48,7 @@ class VLA:
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
         inputs = self.processor([self.prompt(i) for i in instructions], list(images))
-        actions = self.model.predict_action(**inputs, unnorm_key=unnorm_key, **kwargs)
+        actions = self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
         return actions.reshape(len(images), -1)
 
     # -- saving ---------------------------------------------------------------------------------
