@@ -27,6 +27,15 @@ from prismatic.models.configuration import OpenVLAConfig
 from prismatic.models.layouts import hf_to_native, native_to_hf
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticImageProcessor, PrismaticProcessor
+from prismatic.models.quantization import (
+    SKIP_MODULES,
+    bitsandbytes_config,
+    check_quantization,
+    cpu_incompatible_layers,
+    quantize_,
+    require_bitsandbytes,
+    weight_memory,
+)
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # one of these is needed
@@ -146,33 +155,48 @@ def load_vla(
     dtype: torch.dtype | None = None,
     tokenizer: str | Path | None = None,
     quantization_config: Any | None = None,
+    quantize: str | None = None,
+    decode: str = "auto",
 ):
     """Load a VLA and its processor from an HF-layout directory or a native run directory / `.pt` file.
 
     Returns a `prismatic.models.vla.VLA` (model + processor + statistics, with `predict_action`).
-    `quantization_config` (a transformers `BitsAndBytesConfig`, HF layout only; see
-    `prismatic.training.lora.quantization_config`) quantises the weights as they are read, straight onto
-    `device`: bitsandbytes quantises a weight when it reaches its device.
+    `quantize="8bit"|"4bit"` (HF layout only; `prismatic.models.quantization`) quantises the weights with
+    bitsandbytes as they are read, straight onto `device`, and logs the weights' memory before and after;
+    `quantization_config` passes a transformers `BitsAndBytesConfig` instead (QLoRA bases do).
+    `decode` is the VLA's default decoding path ("auto", "eager", "static", "graphs"; see
+    `prismatic.models.decoding`).
     """
+    from prismatic.models.decoding import DECODE_MODES
     from prismatic.models.vla import VLA
 
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode={decode!r} is not one of: {', '.join(DECODE_MODES)}")
+    if quantize is not None:
+        check_quantization(quantize)
+        if quantization_config is not None:
+            raise ValueError("pass quantize=... or quantization_config=..., not both")
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
-    if quantization_config is not None and not is_hf_dir(path):
+    if (quantization_config is not None or quantize is not None) and not is_hf_dir(path):
         raise CheckpointError(
             f"quantised loading reads HF-layout checkpoints and {path} is not one: convert it with "
             "vla-scripts/extern/convert_native_to_hf.py"
         )
     if is_hf_dir(path):
         check_hf_dir(path)
+        if quantize is not None:
+            quantization_config = inference_quantization_config(path, quantize, device, dtype)
         quantized = {} if quantization_config is None else {
             "quantization_config": quantization_config, "device_map": {"": str(torch.device(device))}}  # fmt: skip
         model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto", **quantized)
         processor = PrismaticProcessor.from_pretrained(path)
         if tokenizer is not None:
             processor.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        return VLA((model if quantized else model.to(device)).eval(), processor)
+        if quantize is not None:
+            log_weight_memory(model, dtype)
+        return VLA((model if quantized else model.to(device)).eval(), processor, decode=decode)
     if is_native_run_dir(path):
         checkpoint = path if path.suffix == ".pt" else _pick_checkpoint(path)
         run_dir = checkpoint.parents[1]
@@ -189,11 +213,36 @@ def load_vla(
         if dtype is not None:
             model = model.to(dtype)
         processor = build_processor(config, AutoTokenizer.from_pretrained(tok_dir))
-        return VLA(model.to(device).eval(), processor)
+        return VLA(model.to(device).eval(), processor, decode=decode)
     raise CheckpointError(
         f"{path} is neither a Hugging Face-layout directory (config.json + *.safetensors) nor a native run "
         "directory (config.json + checkpoints/*.pt) nor a checkpoints/*.pt file"
     )
+
+
+def inference_quantization_config(path: Path, quantize: str, device: str | torch.device, dtype: torch.dtype | None):
+    """The `BitsAndBytesConfig` for `load_vla(quantize=...)`: checks bitsandbytes on `device` first; 4-bit
+    layers compute in `dtype` (default: bf16 on CUDA, fp32 elsewhere); on a CPU the layers its kernel cannot
+    run stay in full precision (`cpu_incompatible_layers`)."""
+    device = torch.device(device)
+    require_bitsandbytes(quantize, device)
+    compute = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    skip = list(SKIP_MODULES)
+    if device.type == "cpu":
+        with torch.device("meta"):
+            skip += cpu_incompatible_layers(OpenVLAForActionPrediction(OpenVLAConfig.from_pretrained(path)), quantize)
+    return bitsandbytes_config(quantize, compute, skip)
+
+
+def log_weight_memory(model: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, Any]:
+    from prismatic.util.logging import get_logger
+
+    mem = weight_memory(model, dtype)
+    get_logger(__name__).info(
+        "%s weights: %.3f GiB (%.3f GiB unquantised in %s)", mem["quantization"], mem["weight_bytes"] / 2**30,
+        mem["unquantized_bytes"] / 2**30, mem["unquantized_dtype"],
+    )  # fmt: skip
+    return mem
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -228,10 +277,14 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
 
 
 def build_random_on_device(
-    config: OpenVLAConfig, device: str | torch.device, dtype: torch.dtype = torch.bfloat16, std: float = 0.02
+    config: OpenVLAConfig, device: str | torch.device, dtype: torch.dtype = torch.bfloat16, std: float = 0.02,
+    quantize: str | None = None,
 ) -> OpenVLAForActionPrediction:
     """Full-size architecture with random N(0, std) weights, allocated directly on `device` (no CPU copy
-    of a 7B model): for benchmarks and shape/memory checks without a checkpoint."""
+    of a 7B model): for benchmarks and shape/memory checks without a checkpoint. `quantize` ("8bit",
+    "4bit") then quantises it in place as loading would (`prismatic.models.quantization.quantize_`)."""
+    if quantize is not None:
+        check_quantization(quantize)
     with torch.device("meta"):
         model = OpenVLAForActionPrediction(config)
     model = model.to_empty(device=device).to(dtype)
@@ -241,6 +294,8 @@ def build_random_on_device(
         for module in model.modules():  # non-persistent buffers (rotary frequencies)
             if list(module.buffers(recurse=False)):
                 model._init_weights(module)
+    if quantize is not None:
+        quantize_(model, quantize, dtype)
     return model
 
 

@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from prismatic.models.quantization import SKIP_MODULES, bitsandbytes_config, import_bitsandbytes  # noqa: F401
 from prismatic.training.config import LoRAConfig
-
-# Kept in full precision under --lora.quantization. The original OpenVLA skipped only the projector
-# (`llm_int8_skip_modules=["projector"]`), which also quantised the LM head; we keep the head too: it
-# produces the action-token logits directly, gets no adapter (peft's all-linear skips the output layer),
-# and is ~2% of a 7B model's weights.
-SKIP_MODULES = ("projector", "lm_head")
 
 _BNB_MISSING = (
     "--lora.quantization {q} needs bitsandbytes >= 0.48 (QLoRA): it is in the `train` extra on Linux "
@@ -37,20 +31,8 @@ _BNB_MISSING = (
 )
 
 
-def _import_bitsandbytes():
-    """Import bitsandbytes (None if absent), without its import-time warning on AVX512-BF16 CPUs: it tries
-    to fetch an optional fused CPU kernel from the Hugging Face Hub (`kernels` package) and falls back to
-    its bundled kernels when it cannot, which is what we want (no downloads at run time)."""
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    try:
-        import bitsandbytes
-    except ImportError:
-        return None
-    return bitsandbytes
-
-
 def _require_peft():
-    _import_bitsandbytes()  # peft imports it when installed; keep its import quiet (see above)
+    import_bitsandbytes()  # peft imports it when installed; keep its import quiet (see above)
     try:
         import peft
     except ImportError as e:
@@ -61,7 +43,7 @@ def _require_peft():
 def check_quantized_training(quantization: str, device: torch.device | str) -> None:
     """Fail early, before any model is built, if bitsandbytes is missing or cannot train `quantization`
     layers on `device`: runs one forward and backward through a small quantised layer there."""
-    bnb = _import_bitsandbytes()
+    bnb = import_bitsandbytes()
     if bnb is None:
         raise ImportError(_BNB_MISSING.format(q=quantization))
     device = torch.device(device)
@@ -95,16 +77,11 @@ def quantization_config(quantization: str, device: torch.device | str, mixed_pre
     4bit: NF4 with double quantisation (the QLoRA recipe); compute in bf16 on CUDA with mixed precision,
     else fp32. 8bit: LLM.int8 (outlier columns above 6.0 kept in 16 bit). Checks the device first.
     """
-    from transformers import BitsAndBytesConfig
-
     if quantization not in ("4bit", "8bit"):
         raise ValueError(f"--lora.quantization={quantization!r} is not one of: 4bit, 8bit")
     check_quantized_training(quantization, device)
-    if quantization == "4bit":
-        compute = torch.bfloat16 if torch.device(device).type == "cuda" and mixed_precision else torch.float32
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=list(SKIP_MODULES))  # fmt: skip
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(SKIP_MODULES))
+    compute = torch.bfloat16 if torch.device(device).type == "cuda" and mixed_precision else torch.float32
+    return bitsandbytes_config(quantization, compute)
 
 
 def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
