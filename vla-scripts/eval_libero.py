@@ -6,6 +6,8 @@
 Re-running with the same --out_dir resumes (episodes already in results.json are skipped). Writes
 results.json, results.md (per-task table), success.png (bar chart) and videos/ under --out_dir.
 --policy remote sends each frame to a policy server instead (wire format: prismatic/eval/policy.py).
+--load_in_8bit / --load_in_4bit load the weights quantised with bitsandbytes (the original's flags);
+--decode eager turns off the fast decoding path (static KV cache + CUDA graphs, the default on CUDA).
 """
 
 import random
@@ -35,6 +37,9 @@ class EvalLiberoConfig:
     remote_url: str = "http://127.0.0.1:8000/act"       # policy=remote: the server's /act endpoint
     device: str = "cuda"                    # policy=vla: torch device (falls back to cpu without CUDA)
     dtype: str = "bfloat16"                 # policy=vla: bfloat16 | float16 | float32
+    load_in_8bit: bool = False              # policy=vla: bitsandbytes 8-bit weights (LLM.int8), as the original's flag
+    load_in_4bit: bool = False              # policy=vla: bitsandbytes 4-bit weights (NF4)
+    decode: str = "auto"                    # policy=vla: auto | eager | static | graphs (prismatic/models/decoding.py)
     num_steps_wait: int = 10                # do-nothing steps after reset while objects settle
     max_steps: int = 0                      # override the suite's step limit (0: 220/280/300/520/400)
     resume: bool = True                     # skip episodes already recorded in out_dir/results.json
@@ -53,6 +58,12 @@ def _check(cfg: EvalLiberoConfig) -> None:
         raise ValueError(
             "checkpoint name says it was trained with image augmentation: use --center_crop true"
         )
+    if cfg.load_in_8bit and cfg.load_in_4bit:
+        raise ValueError("--load_in_8bit and --load_in_4bit are exclusive: pick one")
+    from prismatic.models.decoding import DECODE_MODES
+
+    if cfg.decode not in DECODE_MODES:
+        raise ValueError(f"unknown --decode {cfg.decode!r}; choose one of: {', '.join(DECODE_MODES)}")
     if not 1 <= cfg.num_trials_per_task <= 50:
         raise ValueError(
             f"--num_trials_per_task must be in 1..50 (LIBERO has 50 initial states), "
@@ -84,7 +95,8 @@ def _make_policy(cfg: EvalLiberoConfig, preprocess):
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if cfg.dtype not in dtypes:
         raise ValueError(f"unknown --dtype {cfg.dtype!r}; choose one of: {', '.join(dtypes)}")
-    vla = load_vla(cfg.checkpoint, device=device, dtype=dtypes[cfg.dtype])
+    quantize = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else None
+    vla = load_vla(cfg.checkpoint, device=device, dtype=dtypes[cfg.dtype], quantize=quantize, decode=cfg.decode)
     return VLAPolicy(vla, unnorm_key=unnorm_key, preprocess=preprocess)
 
 
