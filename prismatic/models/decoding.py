@@ -31,6 +31,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -174,9 +175,11 @@ class StaticDecoder:
         n_tokens: int,
         pick: Pick = greedy,
         graphs: bool = False,
+        **prefill_kwargs: Any,
     ) -> torch.Tensor:
         """`n_tokens` tokens per row [B, n_tokens]. `input_ids` are the full prompt (with the empty token the
-        model expects before actions); `attention_mask` is None or left-padded."""
+        model expects before actions); `attention_mask` is None or left-padded; `prefill_kwargs` go to the
+        prefill's forward (e.g. a proprioceptive state)."""
         model = self.model
         if attention_mask is not None and not bool((attention_mask[:, 1:] >= attention_mask[:, :-1]).all()):
             raise ValueError(
@@ -184,7 +187,7 @@ class StaticDecoder:
                 "the processor pads on the left"
             )
         out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=True,
-                    logits_to_keep=1)  # fmt: skip
+                    logits_to_keep=1, **prefill_kwargs)  # fmt: skip
         first = pick(out.logits[:, -1])
         if n_tokens == 1:
             return first
@@ -296,10 +299,12 @@ def decode_action_tokens(
     do_sample: bool = False,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    **prefill_kwargs: Any,
 ) -> torch.Tensor:
     """The hook the model's token generation calls for `mode` "static" or "graphs" (see
-    `resolve_decode_mode`): `n_tokens` tokens per row, [B, n_tokens], the eager loop's tokens."""
+    `resolve_decode_mode`): `n_tokens` tokens per row, [B, n_tokens], the eager loop's tokens. Inputs as the
+    eager loop's prefill takes them (the empty token appended, an all-ones mask dropped)."""
     pick = sampler(temperature, generator) if do_sample else greedy
     return decoder_for(model).generate(
-        input_ids, pixel_values, attention_mask, n_tokens, pick, graphs=mode == "graphs"
+        input_ids, pixel_values, attention_mask, n_tokens, pick, graphs=mode == "graphs", **prefill_kwargs
     )

@@ -287,7 +287,7 @@ def build_random_on_device(
         check_quantization(quantize)
     with torch.device("meta"):
         model = OpenVLAForActionPrediction(config)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # cast while on meta: no full-precision copy on the device
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, std)

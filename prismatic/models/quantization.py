@@ -123,14 +123,25 @@ def quantization_of(model: nn.Module) -> str | None:
 
 
 def quantize_(
-    model: nn.Module, quantization: str, compute_dtype: torch.dtype, skip: tuple[str, ...] = SKIP_MODULES
+    model: nn.Module,
+    quantization: str,
+    compute_dtype: torch.dtype,
+    skip: tuple[str, ...] | list[str] | None = None,
 ) -> nn.Module:
     """Quantise a materialised model's Linear layers in place, through the same transformers and bitsandbytes
     calls as loading a checkpoint with `bitsandbytes_config(...)` (bit-identical, tested): for random-weight
-    models (benchmarks), which have no checkpoint to load. Each layer is quantised on its weight's device."""
+    models (benchmarks), which have no checkpoint to load. Each layer is quantised on its weight's device.
+    `skip` defaults to what loading keeps in full precision there (`SKIP_MODULES`, and on a CPU
+    `cpu_incompatible_layers`)."""
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-    bnb = require_bitsandbytes(quantization, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    bnb = require_bitsandbytes(quantization, device)
+    if skip is None:
+        skip = [
+            *SKIP_MODULES,
+            *(cpu_incompatible_layers(model, quantization) if device.type == "cpu" else []),
+        ]
     originals = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
     replace_with_bnb_linear(
         model,

@@ -96,7 +96,7 @@ def parallelize(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.Mod
     Returns the model."""
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
-    if not info.distributed:
+    if not info.distributed and not dist.is_initialized():  # (a one-rank group shards trivially: benchmarks)
         return model
     if has_quantized_weights(model):
         if Sharding(cfg.sharding) is not Sharding.NO_SHARD:  # (validate reports this with the fix)

@@ -123,8 +123,7 @@ def test_quantized_weights_are_the_checkpoints_within_the_formats_rounding(full,
 def test_in_memory_quantisation_equals_quantised_loading(quantization):
     loaded = load_vla(CKPT, quantize=quantization).model
     model = load_vla(CKPT).model
-    skip = (*SKIP_MODULES, *cpu_incompatible_layers(model, quantization))  # as loading on a CPU does
-    quantize_(model, quantization, torch.float32, skip=skip)
+    quantize_(model, quantization, torch.float32)  # on a CPU: the same layers kept in full precision
     assert getattr(model, f"is_loaded_in_{quantization}") and loaded.dtype == model.dtype
     a, b = loaded.state_dict(), model.state_dict()
     assert a.keys() == b.keys()
@@ -170,3 +169,18 @@ def test_bad_requests_fail_before_loading(tmp_path, monkeypatch):
             ImportError, match=r"quantize='8bit' needs bitsandbytes >= 0.48.*uv sync --extra train"
         ):
             load_vla(CKPT, quantize="8bit")
+
+
+def test_random_quantised_build_predicts_on_the_fast_path(tiny_checkpoint):
+    """What the GPU benchmarks build: the architecture on the meta device, random weights on the device,
+    quantised in memory."""
+    from prismatic.models.configuration import OpenVLAConfig
+    from prismatic.models.load import build_random_on_device
+
+    model = build_random_on_device(
+        OpenVLAConfig.from_pretrained(tiny_checkpoint), "cpu", torch.float32, quantize="4bit"
+    )
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) > 10 and model.is_loaded_in_4bit
+    ids, pixels = torch.tensor([[1, 512, 29901, 3744, 29901]]), torch.randn(1, 6, 224, 224)
+    eager = model.eval().generate_action_tokens(ids, pixels, decode="eager")
+    assert torch.equal(model.generate_action_tokens(ids, pixels, decode="static"), eager)
