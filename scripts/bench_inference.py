@@ -53,7 +53,21 @@ EMPTY = 29871  # the "▁" the original appends before the action tokens
 DATASHEET_TB_S = {"H200": 4.8, "H100 80GB HBM3": 3.35, "H100 SXM": 3.35, "H100 PCIe": 2.0, "A100": 2.0}
 
 
-def build(model: str, device: str, dtype: torch.dtype, quantize: str | None) -> VLA:
+def head_settings(head: str) -> dict:
+    """Config fields of a chunked action head (the OpenVLA-OFT LIBERO release's: two cameras, proprio,
+    chunks of 8), from the action-head registry; a clear error where this checkout has none."""
+    try:
+        from prismatic.models.heads import ACTION_HEADS
+    except ImportError as e:
+        raise SystemExit(f"--head {head}: this checkout has no action-head registry (prismatic.models.heads)") from e
+    if head not in ACTION_HEADS:
+        raise SystemExit(f"--head {head!r} is not registered; registered: {', '.join(ACTION_HEADS)}")
+    from prismatic.models.oft import OFT_LIBERO
+
+    return {**OFT_LIBERO, "action_head": head}
+
+
+def build(model: str, device: str, dtype: torch.dtype, quantize: str | None, head: str = "bins") -> VLA:
     if model == "tiny":
         return prismatic.load_vla(TINY / "checkpoint", device=device, dtype=dtype, quantize=quantize)
     if model != "7b":
@@ -61,7 +75,12 @@ def build(model: str, device: str, dtype: torch.dtype, quantize: str | None) -> 
     from transformers import AutoTokenizer
 
     stats = json.loads((TINY / "checkpoint" / "config.json").read_text())["norm_stats"]
-    config = OpenVLAConfig(norm_stats=stats)
+    settings = head_settings(head) if head != "bins" else {}
+    if settings.get("proprio_dim"):  # identity statistics for the proprioceptive state
+        p = settings["proprio_dim"]
+        stats["bridge_orig"]["proprio"] = {"q01": [-1.0] * p, "q99": [1.0] * p, "min": [-1.0] * p, "max": [1.0] * p,
+                                           "mean": [0.0] * p, "std": [1.0] * p, "mask": [True] * p}  # fmt: skip
+    config = OpenVLAConfig(norm_stats=stats, **settings)
     m = build_random_on_device(config, device, dtype, quantize=quantize)
     return VLA(m.eval(), build_processor(config, AutoTokenizer.from_pretrained(TINY / "checkpoint")))
 
@@ -121,6 +140,21 @@ def bench_batch(vla: VLA, batch: int, modes: list[str], device: str, warmup: int
     return result
 
 
+def bench_chunks(vla: VLA, batch: int, device: str, warmup: int, iters: int) -> dict:
+    """A chunked head (`--head`): `VLA.predict_chunks` ([B, T, D] per call), one image per camera."""
+    images = [Image.open(p) for p in sorted((TINY / "cases").glob("*.png"))]
+    views = [[images[(i + c) % len(images)] for c in range(len(vla.cameras))] for i in range(batch)]
+    instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
+    proprio = np.zeros((batch, vla.proprio_dim)) if vla.proprio_dim else None
+    chunk = vla.predict_chunks(views, instructions, unnorm_key="bridge_orig", proprio=proprio)
+    (seconds,) = timed([lambda: vla.predict_chunks(views, instructions, unnorm_key="bridge_orig", proprio=proprio)],
+                       device, warmup, iters)  # fmt: skip
+    out = summary(seconds, batch * chunk.shape[1])  # actions/s counts every step of every chunk
+    out.update(chunk_shape=list(chunk.shape), chunks_per_s=round(batch / statistics.median(seconds), 2),
+               finite=bool(np.isfinite(chunk).all()))  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="'tiny' (reference checkpoint), '7b' (random weights) or a path")
@@ -128,6 +162,8 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: bfloat16 on CUDA, float32 on CPU")  # fmt: skip
     ap.add_argument("--quantize", choices=["8bit", "4bit"], help="bitsandbytes weights (prismatic.models.quantization)")
+    ap.add_argument("--head", default="bins", help="action head of --model 7b: bins (OpenVLA) or a chunked head "
+                    "registered in prismatic.models.heads (e.g. l1-regression, OpenVLA-OFT), timed with predict_chunks")  # fmt: skip
     ap.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes")
     ap.add_argument("--modes", default=None, help=f"comma-separated, of {', '.join(MODES)} (default: all the device runs)")
     ap.add_argument("--iters", type=int, default=20)
@@ -139,6 +175,8 @@ def main() -> None:
     modes = args.modes.split(",") if args.modes else [m for m in MODES if cuda or m != "graphs"]
     if unknown := set(modes) - set(MODES):
         ap.error(f"unknown --modes {sorted(unknown)}; choose from: {', '.join(MODES)}")
+    if args.head != "bins" and args.model != "7b":
+        ap.error("--head builds the random 7B architecture with that head: use --model 7b")
     if "graphs" in modes and not cuda:
         ap.error("mode 'graphs' captures CUDA graphs: it needs --device cuda")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -147,9 +185,9 @@ def main() -> None:
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
 
     t = time.perf_counter()
-    vla = build(args.model, args.device, dtype, args.quantize)
+    vla = build(args.model, args.device, dtype, args.quantize, args.head)
     sync(args.device)
-    report: dict = {"benchmark": "inference", "model": args.model, "device": args.device, "dtype": str(dtype)[6:],
+    report: dict = {"benchmark": "inference", "model": args.model, "head": args.head, "device": args.device, "dtype": str(dtype)[6:],
                     "quantize": args.quantize, "build_s": round(time.perf_counter() - t, 2),
                     "params_m": round(sum(p.numel() for p in vla.model.parameters()) / 1e6, 2),
                     "weights": weight_memory(vla.model), "machine": machine_info(args.device), "results": {}}  # fmt: skip
@@ -165,10 +203,15 @@ def main() -> None:
         }  # fmt: skip
         torch.cuda.reset_peak_memory_stats()
     for b in batch_sizes:
-        report["results"][f"b{b}"] = bench_batch(vla, b, modes, args.device, args.warmup, args.iters)
+        if args.head != "bins":
+            report["results"][f"b{b}"] = bench_chunks(vla, b, args.device, args.warmup, args.iters)
+        else:
+            report["results"][f"b{b}"] = bench_batch(vla, b, modes, args.device, args.warmup, args.iters)
     if cuda:
         report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     write_report(args.out, report)
+    if args.head != "bins":
+        return
     print(f"\n{'batch':>5} " + " ".join(f"{m:>18}" for m in modes) + "   identical tokens")
     for b in batch_sizes:
         r = report["results"][f"b{b}"]
