@@ -123,6 +123,25 @@ def test_decoding_steps_never_read_a_tensor_value_on_the_host(tiny_vla, referenc
         bool(torch.ones(1))
 
 
+def test_decoding_steps_create_nothing_on_the_host(tiny_checkpoint):
+    """With the model and every buffer on the meta device, a step that made a CPU tensor and combined it with
+    device tensors (a host-to-device copy inside a captured graph) would fail, as would any host read."""
+    from prismatic.models.decoding import _Slot
+
+    config = OpenVLAConfig.from_pretrained(tiny_checkpoint)
+    with torch.device("meta"):
+        model = OpenVLAForActionPrediction(config).eval()
+    slot = _Slot.allocate(config.text_config.num_hidden_layers, 2, 2 * CACHE_BUCKET, 6, torch.device("meta"))
+    text = config.text_config
+    kv = torch.empty(2, text.num_key_value_heads, CACHE_BUCKET + 3, text.hidden_size // text.num_attention_heads,
+                     device="meta")  # fmt: skip
+    for layer in slot.cache.layers:
+        layer.lazy_initialization(kv, kv)
+    with torch.inference_mode():
+        decoder_for(model).run_steps(slot, greedy)
+    assert slot.out.is_meta and slot.out.shape == (2, 6)
+
+
 def tiny_model(llm_id: str) -> OpenVLAForActionPrediction:
     torch.manual_seed(0)
     text = LLM_BACKBONES.get(llm_id).text_config(tiny=True, vocab_size=512, pad_token_id=0).to_dict()
