@@ -16,8 +16,10 @@
 # installs them into /tmp/site (pip --no-index) and puts that first on PYTHONPATH. torch stays the image's (a CUDA
 # build of the locked 2.14 is ~1 GB); every JSON records the versions that ran.
 #
-# Parts, in priority order, each under its own time limit so that one hang costs only its own budget; no part starts
-# after 560 s, so the run ends inside the device's 600 s command limit. All models are built on the meta device and
+# Parts, in priority order, each under its own time limit so that one hang costs only its own budget; no part runs
+# past 540 s from the start (set-up included), so the run ends inside the device's 600 s command limit. To rerun some
+# parts only (e.g. after a failure): ONLY=train_7b_lora,inference_7b_4bit bash scripts/gpu_check.sh
+# All models are built on the meta device and
 # materialised on the GPU with random weights (prismatic.models.load.build_random_on_device; seconds, no checkpoint):
 #   inference_7b_bf16   150 s  openvla-7b bf16, batch 1 and 8: generate vs eager vs static vs graphs, identical tokens
 #   train_7b_lora        80 s  LoRA r=32 on all linear layers, bf16 base, batch 16, activation checkpointing
@@ -31,6 +33,7 @@
 # with $OUT set (the device tool) they are packed into $OUT/gpu_results.tar.gz and the summary copied beside it.
 # Afterwards: put the numbers in docs/benchmarks.md and the README's tables, with the GPU's name.
 set -uo pipefail
+START=$SECONDS  # the deadline counts the set-up too
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=${1:-device}
@@ -70,15 +73,15 @@ EOF
 if [ "$MODE" = "--prepare" ]; then prepare; exit $?; fi
 if [ "$MODE" = "--help" ] || [ "$MODE" = "-h" ]; then sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0; fi
 
-RES=bench_results/gpu
+RES=${RESULTS_DIR:-bench_results/gpu}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "$MODE" = "--smoke" ]; then
-  RES=bench_results/gpu_smoke
+  RES=${RESULTS_DIR:-bench_results/gpu_smoke}
   PY=${PYTHON:-.venv/bin/python}
   DEADLINE=${DEADLINE:-3600}
 elif [ "$MODE" = "device" ]; then
   PY=${PYTHON:-python3}
-  DEADLINE=${DEADLINE:-560}
+  DEADLINE=${DEADLINE:-540}
   [ -d .gpu_deps ] || { echo "no .gpu_deps/: run 'bash scripts/gpu_check.sh --prepare' here first, then carry .gpu_deps"; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_deps/*.whl || exit 2
   cp -r .gpu_deps/site/. /tmp/site/
@@ -87,17 +90,19 @@ elif [ "$MODE" = "device" ]; then
 else
   echo "usage: bash scripts/gpu_check.sh [--prepare | --smoke | --help]"; exit 2
 fi
-rm -rf "$RES" && mkdir -p "$RES"
+[ -n "${ONLY:-}" ] || rm -rf "$RES"  # a rerun of some parts keeps the others' results
+mkdir -p "$RES"
 "$PY" -c "import torch, transformers, timm, bitsandbytes, peft; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 '| transformers', transformers.__version__, '| timm', timm.__version__, '| bitsandbytes', bitsandbytes.__version__, '| peft', peft.__version__)" \
   2>&1 | grep -v "kernels-community" | tee "$RES/versions.txt"
-START=$SECONDS
 
 # part NAME BUDGET_S COMMAND...: run under min(budget, time left), record ok / failed / timeout / skipped.
 part() {
   local name=$1 budget=$2; shift 2
   local left=$((DEADLINE - (SECONDS - START))) status rc t0=$SECONDS
-  if [ "$left" -lt 30 ]; then
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then
+    return
+  elif [ "$left" -lt 30 ]; then
     status="skipped: ${left}s left of the ${DEADLINE}s run"
   else
     local limit=$((budget < left - 10 ? budget : left - 10))
@@ -121,7 +126,9 @@ if [ "$MODE" = "device" ]; then
   part inference_7b_4bit 90 $INF --model 7b --device cuda --dtype bfloat16 --quantize 4bit --batch-sizes 1,8 --iters 6 --warmup 1 --out "$RES/inference_7b_4bit.json"
   part train_7b_qlora4 80 $TRAIN --model 7b --device cuda --lora-rank 32 --lora-quant 4bit --batch 16 --act-ckpt on --variants ours --iters 4 --warmup 1 --out "$RES/train_7b_qlora4.json"
   part inference_7b_8bit 100 $INF --model 7b --device cuda --dtype bfloat16 --quantize 8bit --batch-sizes 1,8 --modes generate,eager,static --iters 4 --warmup 1 --out "$RES/inference_7b_8bit.json"
-  if "$PY" -c "$HEAD_CHECK" 2>/dev/null; then
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",chunks_7b_oft,"* ]]; then
+    :
+  elif "$PY" -c "$HEAD_CHECK" 2>/dev/null; then
     part chunks_7b_oft 40 $INF --model 7b --device cuda --dtype bfloat16 --head l1-regression --batch-sizes 1,8 --iters 10 --warmup 2 --out "$RES/chunks_7b_oft.json"
   else
     echo "== chunks_7b_oft: skipped: no 'l1-regression' action head is registered in this checkout (prismatic.models.heads)"
