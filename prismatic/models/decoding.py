@@ -2,7 +2,7 @@
 replayed as a CUDA graph on CUDA devices.
 
 OpenVLA's action is 7 tokens: a prefill over ~280 positions (256 image patches), then 6 single-token steps.
-At batch 1 each step is a pass over all LLM weights (~13.5 GB for Llama-2 7B in bf16) split into ~500
+At batch 1 each step is a pass over all LLM weights (13.2 GB for Llama-2 7B in bf16) split into ~500
 small kernels; eagerly, the Python and launch overhead of those kernels is a large part of a step. Here:
 
 - The prefill is the eager path's own call (`model(..., use_cache=True)`), so the first token and the
