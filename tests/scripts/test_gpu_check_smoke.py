@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_smoke_run_writes_every_report_and_the_summary(tmp_path):
     env = {**os.environ, "RESULTS_DIR": str(tmp_path), "ONLY": "inference_7b_bf16,train_1b_fsdp"}
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--smoke"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+                          text=True, timeout=540)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     status = [json.loads(line) for line in (tmp_path / "status.jsonl").read_text().splitlines()]
     assert {s["part"]: s["status"] for s in status} == {"inference_7b_bf16": "ok", "train_1b_fsdp": "ok"}
