@@ -15,6 +15,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def _set_intra_op_threads() -> None:
+    """PRISMATIC_TEST_THREADS=N: run every test with N torch intra-op threads. The suite must pass with 1 and
+    with 2: the thread count changes the order of summation, and no comparison may depend on that order."""
+    value = os.environ.get("PRISMATIC_TEST_THREADS")
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"PRISMATIC_TEST_THREADS={value!r} must be a positive integer")
+    import torch
+
+    torch.set_num_threads(int(value))
+
+
+_set_intra_op_threads()
+
 ASSETS = Path(__file__).parent / "assets"
 TINY = ASSETS / "openvla-tiny"
 
