@@ -154,10 +154,12 @@ def test_vla_policy_wraps_predict_action(tiny_vla):
         Image.fromarray(image[:224, :224]), obs["instruction"], unnorm_key="toy_pick_place"
     )
     assert action.shape == (7,) and seen == [(256, 256, 3)]
-    np.testing.assert_allclose(action, expected)
+    np.testing.assert_array_equal(action, expected)  # the same call on the same input
     batch = policy.act_batch([obs, obs])
     assert batch.shape == (2, 7)
-    np.testing.assert_allclose(batch[0], expected, atol=1e-5)
+    cropped = Image.fromarray(image[:224, :224])
+    both = tiny_vla.predict_actions([cropped, cropped], [obs["instruction"]] * 2, unnorm_key="toy_pick_place")
+    np.testing.assert_array_equal(batch, both)  # one batched call (batched vs single: tests/models/test_reference.py)
     with pytest.raises(KeyError, match="HxWx3|missing"):
         policy.act({"image": image})
     with pytest.raises(KeyError, match="choose one of: bridge_orig, toy_pick_place"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import rounding_rtol
 
 from prismatic.constants import IGNORE_INDEX
 from prismatic.models.configuration import OpenVLAConfig, PrismaticConfig
@@ -36,7 +37,8 @@ def test_forward_loss_and_generate_every_family(llm_id):
     # the loss is the cross-entropy of the 3 labelled tokens only (shifted by one, patches ignored)
     logits = out.logits[:, model.num_patches + 5 : model.num_patches + 8]
     manual = torch.nn.functional.cross_entropy(logits.reshape(-1, 512), ids[:, -3:].reshape(-1))
-    torch.testing.assert_close(out.loss, manual, rtol=1e-5, atol=1e-5)
+    # the same per-token terms (positive: no cancellation), reduced over all positions vs over the labelled ones
+    torch.testing.assert_close(out.loss, manual, rtol=rounding_rtol(out.logits.shape[:2].numel()), atol=0)
     gen = model.generate(input_ids=ids[:1], pixel_values=pixels[:1], max_new_tokens=3, do_sample=False)
     assert gen.shape == (1, 12)
 
@@ -60,7 +62,11 @@ def test_left_padding_gives_the_same_logits_as_no_padding():
         padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
         mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], dim=1)
         got = model(input_ids=padded, attention_mask=mask, pixel_values=pixels).logits[0, -1]
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # Masked positions add exact zeros; what changes is the order of the sums over the longer sequence and in
+    # kernels blocked for other shapes: each vision block, projector layer, decoder layer and the head.
+    seq = padded.shape[1] + model.num_patches
+    depth = len(model.vision_backbone.featurizer.blocks) + 3 + model.config.text_config.num_hidden_layers + 1
+    torch.testing.assert_close(got, ref, rtol=0, atol=rounding_rtol(seq, depth) * ref.abs().max().item())
 
 
 def test_config_validation_names_the_field():
@@ -87,8 +93,12 @@ def test_label_only_logits_equal_full_forward_loss():
     pixels = torch.randn(2, 3, 224, 224)
     full = model(input_ids=ids, pixel_values=pixels, labels=labels)
     sparse = model(input_ids=ids, pixel_values=pixels, labels=labels, return_label_logits=True)
-    torch.testing.assert_close(sparse.loss, full.loss, rtol=1e-5, atol=1e-6)
+    # The same decoder; the head runs on 7 rows instead of all (sums of `hidden` products, maybe blocked
+    # otherwise), and the mean runs over 7 positive terms instead of every position.
+    hidden = model.config.text_config.hidden_size
+    torch.testing.assert_close(sparse.loss, full.loss, rtol=rounding_rtol(max(hidden, full.logits.shape[:2].numel()), 2), atol=0)
     assert sparse.logits.shape == (7, 512) and sparse.label_targets.tolist() == ids[0, -4:].tolist() + ids[1, -3:].tolist()
     # rows are the full logits at the positions just before each labelled token
     p = model.num_patches
-    torch.testing.assert_close(sparse.logits[0], full.logits[0, p + 5], rtol=1e-5, atol=1e-5)
+    row = full.logits[0, p + 5]
+    torch.testing.assert_close(sparse.logits[0], row, rtol=0, atol=rounding_rtol(hidden) * row.abs().max().item())
