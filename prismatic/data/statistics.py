@@ -30,7 +30,8 @@ from prismatic.util.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 # Bump when the way statistics are computed changes (invalidates every cache entry).
-STATS_FORMAT_VERSION = "1"
+# 2: num_trajectories counts every episode read, also one left empty by its standardisation (as the original).
+STATS_FORMAT_VERSION = "2"
 STAT_KEYS = ("mean", "std", "max", "min", "q01", "q99")
 
 
@@ -143,10 +144,12 @@ def compute_statistics(
     log.info("Computing statistics of %s (once; cached afterwards)", spec.name)
     for item in tqdm(ds.as_numpy_iterator(), total=total, desc=f"statistics {spec.name}", unit="traj"):
         nonfinite += int(item["nonfinite"])
+        # Every episode counts, also one its standardisation emptied (a Bridge episode of <= 2 steps loses its
+        # first and last): the original adds 1 per trajectory of the standardised dataset, whatever its length.
+        n_traj += 1
         if len(item["action"]):
             actions.append(item["action"])
             proprios.append(item["proprio"])
-            n_traj += 1
     if not actions:
         raise DataError(
             f"Dataset {spec.name!r} at {builder.data_dir} has no usable frames after dropping "

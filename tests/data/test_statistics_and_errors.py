@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from rlds_expected import libero_actions, stats
+from rlds_expected import bridge_actions, libero_actions, stats
 
 from prismatic.data import statistics as st
 from prismatic.data.errors import DataError
@@ -93,6 +93,19 @@ def test_cli_writes_original_format_for_a_yaml_dataset(tmp_path):
     expected = stats(np.concatenate([libero_actions(e) for e in eps]))
     np.testing.assert_allclose(entry["action"]["q01"], expected["q01"], rtol=1e-5, atol=1e-7)
     assert entry["num_transitions"] == 12 and entry["num_trajectories"] == 3
+
+
+def test_episodes_emptied_by_standardisation_still_count_as_trajectories(tmp_path):
+    """As the original (`get_dataset_statistics` adds 1 per standardised trajectory, whatever its length): Bridge
+    drops each episode's first step and, relabelling actions from reached states, its last, so the three 2-step
+    episodes below become empty; they count in num_trajectories, not in num_transitions."""
+    lengths = [6, 2, 7, 5, 2, 6, 9, 3, 2, 4, 5, 8]
+    eps = write_synthetic(tmp_path, "bridge_orig", num_episodes=12, episode_len=lengths, image_size=(8, 8), seed=4)
+    spec = get_dataset_spec("bridge_orig")
+    got = st.get_dataset_statistics(open_builder(tmp_path, spec.name), spec)
+    assert got["num_trajectories"] == 12
+    assert got["num_transitions"] == sum(n - 2 for n in lengths) == sum(len(bridge_actions(e)) for e in eps) == 35
+    np.testing.assert_array_equal(got["action"]["max"], np.concatenate([bridge_actions(e) for e in eps]).max(0))
 
 
 def test_missing_data_root_and_dataset_show_layout_and_what_is_present(tmp_path):
