@@ -46,7 +46,7 @@ def test_action_ids_appended_directly_equal_original_retokenisation(llama_tokeni
     for i, a in enumerate(actions):
         instr = ["Pick Up The Block", "put the spoon in the pot ", "open drawer"][i % 3]
         out = t(frame(a, instr.encode()))
-        want, action_ids = original_ids(llama_tokenizer, instr.strip(), a)
+        want, action_ids = original_ids(llama_tokenizer, instr, a)  # whitespace kept, as the original
         assert out["input_ids"].tolist() == want, f"mismatch for action {a}"
         labels = out["labels"].tolist()
         n = len(labels)

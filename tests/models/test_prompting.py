@@ -4,7 +4,25 @@ from prismatic.models.llm.prompting import PROMPT_BUILDERS, build_vla_prompt, ge
 
 
 def test_vla_prompt_matches_openvla_format():
-    assert build_vla_prompt("Pick up the RED block ") == "In: What action should the robot take to pick up the red block?\nOut:"
+    assert build_vla_prompt("Pick up the RED block") == "In: What action should the robot take to pick up the red block?\nOut:"
+
+
+@pytest.mark.parametrize("instruction", ["Pick up the RED block ", " open the drawer", "close it\n"])
+def test_whitespace_stays_in_the_prompt_in_training_and_at_inference(instruction):
+    """As the original (`lang.lower()` in its training transform, `instruction.lower()` in its inference prompt):
+    lower-cased, never stripped; training's prompt tokens are inference's."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from prismatic.data.torch_dataset import RLDSBatchTransform
+    from prismatic.models.action_tokenizer import ActionTokenizer
+
+    prompt = build_vla_prompt(instruction)
+    assert prompt == f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "assets" / "openvla-tiny" / "checkpoint")
+    training = RLDSBatchTransform(ActionTokenizer(), tokenizer, lambda image: image).prompt_ids(instruction)
+    assert training == tokenizer(prompt, add_special_tokens=True).input_ids
 
 
 def test_pure_builder_training_turns():

@@ -26,8 +26,10 @@ _VICUNA_SYSTEM = (
 
 
 def vla_instruction(instruction: str) -> str:
-    """Canonical form of a language instruction as used in training: stripped, lower-cased."""
-    return instruction.strip().lower()
+    """A language instruction as it goes into the prompt, in training and at inference alike: lower-cased,
+    nothing else. Leading and trailing whitespace stays inside the prompt ("take to pick up the cup ?"), as in
+    the original's training data transform and its inference prompt; released checkpoints saw it that way."""
+    return instruction.lower()
 
 
 @dataclass
