@@ -15,7 +15,10 @@ base layer, so an adapter trained on a quantised base loads and merges onto the 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
+import math
 from pathlib import Path
 
 import torch
@@ -118,14 +121,91 @@ def _modules_outside_the_forward(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name in roots or name.startswith(inside)]
 
 
-def save_adapter(model: nn.Module, trainable_state: dict[str, torch.Tensor], out_dir: Path) -> None:
+FINGERPRINT_SAMPLE = 256  # leading values of every tensor that enter a base checkpoint's fingerprint
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def _base_tensors(base: Path):
+    """(HF name, tensor holding at least the first FINGERPRINT_SAMPLE values) of every weight of a base
+    checkpoint, read from its files (HF layout: a few rows per tensor; native run: the memory-mapped .pt)."""
+    from prismatic.models.load import (
+        _pick_checkpoint,
+        is_hf_dir,
+        load_native_state,
+        native_config,
+        native_to_hf,
+    )
+
+    if is_hf_dir(base):
+        from safetensors import safe_open
+
+        index = base / "model.safetensors.index.json"
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+        for shard in shards:
+            with safe_open(base / shard, framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    sl = f.get_slice(name)
+                    shape = sl.get_shape()
+                    if not shape:
+                        yield name, f.get_tensor(name)
+                        continue
+                    rows = math.ceil(FINGERPRINT_SAMPLE / max(1, math.prod(shape[1:])))
+                    yield name, sl[:rows]
+        return
+    checkpoint = base if base.suffix == ".pt" else _pick_checkpoint(base)
+    config = native_config(checkpoint.parents[1])
+    state = native_to_hf(load_native_state(checkpoint), config.vision_backbone_id, config.projector_type)
+    yield from state.items()
+
+
+def base_fingerprint(base: str | Path) -> str:
+    """SHA-256 over the name, dtype, shape and first FINGERPRINT_SAMPLE values of every tensor of a base
+    checkpoint, read from its files (a quantised model in memory would not do). The HF and native layouts of
+    the same weights give the same fingerprint; other weights (another fine-tune, a merged adapter) another."""
+    entries = []
+    for name, tensor in _base_tensors(Path(base)):
+        head = tensor.reshape(-1)[:FINGERPRINT_SAMPLE].contiguous()
+        entries.append((name, str(tensor.dtype), head.view(torch.uint8).numpy().tobytes()))
+    h = hashlib.sha256()
+    for name, dtype, data in sorted(entries):
+        h.update(f"{name}|{dtype}|".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def check_adapter_base(adapter_dir: Path, base_dir: Path) -> None:
+    """Refuse to merge an adapter into a base other than the one it was trained on (recorded at training time
+    in the adapter file's metadata; adapters from elsewhere carry none, and are merged with a warning)."""
+    from safetensors import safe_open
+
+    with safe_open(Path(adapter_dir) / ADAPTER_FILE, framework="pt") as f:
+        meta = f.metadata() or {}
+    recorded = meta.get("prismatic_base_fingerprint")
+    if recorded is None:
+        logging.getLogger(__name__).warning(
+            "%s records no base checkpoint (not trained by prismatic): cannot check it was trained on %s", adapter_dir, base_dir
+        )
+        return
+    if base_fingerprint(base_dir) != recorded:
+        from prismatic.util.errors import UserError
+
+        raise UserError(
+            f"the adapter in {adapter_dir} was trained on another base ({meta.get('prismatic_base_path', '?')}) than "
+            f"{base_dir}: their weights differ. Pass the --base_dir the run fine-tuned (its --vla.base_vlm)"
+        )
+
+
+def save_adapter(
+    model: nn.Module, trainable_state: dict[str, torch.Tensor], out_dir: Path, base: tuple[str, str] | None = None
+) -> None:
     """Adapters only (a few MB), in peft's layout, from the gathered trainable parameters (rank 0;
     `CheckpointManager.trainable_state`, named without wrappers).
 
     peft picks the adapter entries by the model's own module names, which include activation
     checkpointing's `_checkpoint_wrapped_module`; so it is given those names, and the saved keys are
     then stripped of them, to load onto an unwrapped base. (`PeftModel.save_pretrained` would select
-    again by wrapped names and drop every adapter inside a checkpointed layer.)"""
+    again by wrapped names and drop every adapter inside a checkpointed layer.) `base`: (path, fingerprint)
+    of the base checkpoint, recorded in the file's metadata for `merge_adapter` to check."""
     peft = _require_peft()
     from safetensors.torch import save_file
 
@@ -139,17 +219,24 @@ def save_adapter(model: nn.Module, trainable_state: dict[str, torch.Tensor], out
     config.inference_mode = True  # what peft writes for a saved adapter
     out_dir = Path(out_dir)
     config.save_pretrained(out_dir)
-    save_file(adapter, out_dir / "adapter_model.safetensors", metadata={"format": "pt"})
+    metadata = {"format": "pt"}
+    if base is not None:
+        metadata.update(prismatic_base_path=str(base[0]), prismatic_base_fingerprint=base[1])
+    save_file(adapter, out_dir / ADAPTER_FILE, metadata=metadata)
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dataset_statistics: Path | None = None):
     """Base HF-layout checkpoint + adapter -> a merged HF-layout checkpoint (loads with the Auto classes).
 
     The base is always read in full precision, also for adapters trained on a quantised base (QLoRA):
-    the merged weights are base + B @ A in the base's dtype, not a de-quantised copy."""
+    the merged weights are base + B @ A in the base's dtype, not a de-quantised copy. Refuses an `out_dir`
+    that is an input, and a base other than the one the adapter was trained on, before loading anything."""
     peft = _require_peft()
     from prismatic.models.load import load_vla
+    from prismatic.util.cli import check_output_dir
 
+    check_output_dir(out_dir, base_dir=base_dir, adapter_dir=adapter_dir)
+    check_adapter_base(Path(adapter_dir), Path(base_dir))
     vla = load_vla(base_dir)
     merged = peft.PeftModel.from_pretrained(vla.model, str(adapter_dir)).merge_and_unload()
     vla.model = merged

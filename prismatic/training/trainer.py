@@ -41,7 +41,7 @@ from prismatic.training.metrics import (
 from prismatic.training.model_setup import build_model_and_processor, build_train_dataset
 from prismatic.training.optim import build_optimizer, build_scheduler
 from prismatic.training.stages import apply_stage
-from prismatic.util.io import atomic_write_json
+from prismatic.util.io import atomic_dir, atomic_write_json
 from prismatic.util.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,24 +60,30 @@ class Trainer:
         self.vla = build_model_and_processor(cfg, self.info.device)  # a quantised base loads onto the device
         self.model: OpenVLAForActionPrediction = self.vla.model
         self.action_tokenizer: ActionTokenizer = self.model.action_tokenizer
-        if self.info.is_main:  # a self-contained run directory: config (with architecture) + tokenizer
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.run_dir / "config.json", self.config_record())
-            self.vla.processor.tokenizer.save_pretrained(self.run_dir / "tokenizer")
-
-        log.info("building data pipeline")
+        record = self.config_record()
         # LoRA: the base is frozen and read again from --vla.base_vlm, so checkpoints hold only the adapters.
         self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, cfg.lora.enabled)
-        resume_dir = self.ckpt.latest() if cfg.checkpoint.resume else None
-        resume_state = TrainerState(**json.loads((resume_dir / "trainer_state.json").read_text())) if resume_dir else None
-        self.dataset = build_train_dataset(cfg, self.vla, self.info, skip=resume_state.samples_seen if resume_state else 0)
-        self.model.config.norm_stats = self.dataset.dataset_statistics
+        self.ckpt.check_architecture(record["model"])  # reads only: a changed model never meets this run's checkpoints
         if self.info.is_main:
+            self.ckpt.remove_stale_temporaries()  # what a killed save left (a partial checkpoint can fill a disk)
+        resume = self.ckpt.resume_point() if cfg.checkpoint.resume else None  # the newest undamaged checkpoint
+
+        log.info("building data pipeline")
+        self.dataset = build_train_dataset(cfg, self.vla, self.info, skip=resume[1].samples_seen if resume else 0)
+        self.model.config.norm_stats = self.dataset.dataset_statistics
+        # Config, data mixture, model and checkpoint are all checked: only now is the run directory written,
+        # a self-contained one: config (with architecture), tokenizer, statistics.
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", record)
+            self.vla.processor.tokenizer.save_pretrained(self.run_dir / "tokenizer")
             atomic_write_json(self.run_dir / "dataset_statistics.json", self.dataset.dataset_statistics)
 
         if cfg.lora.enabled:
-            from prismatic.training.lora import wrap_with_lora
+            from prismatic.training.lora import base_fingerprint, wrap_with_lora
 
+            # recorded with the adapter, so that merging into another base is refused
+            self.base = (str(cfg.vla.base_vlm), base_fingerprint(cfg.vla.base_vlm)) if self.info.is_main else None
             self.model = wrap_with_lora(self.model, cfg.lora)
             counts = {"trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
         else:
@@ -93,10 +99,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.vla)
         self.scheduler = build_scheduler(self.optimizer, cfg.vla, self.total_steps)
         self.state = TrainerState()
-        if resume_dir is not None:
-            self.state = self.ckpt.load(self.model, self.optimizer, resume_dir)
+        if resume is not None:
+            self.state = self.ckpt.load(self.model, self.optimizer, resume[0])
             self.scheduler.load_state_dict(self.state.scheduler)
-            log.info(f"resumed from {resume_dir} (step {self.state.step}, {self.state.samples_seen} samples/rank seen)")
+            log.info(f"resumed from {resume[0]} (step {self.state.step}, {self.state.samples_seen} samples/rank seen)")
         self.trackers = self._trackers()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -186,7 +192,8 @@ class Trainer:
 
             adapter = self.ckpt.trainable_state(self.model)  # collective: every rank gathers
             if adapter is not None:
-                save_adapter(unwrap_ddp(self.model), adapter, self.run_dir / "adapter")
+                with atomic_dir(self.run_dir / "adapter") as tmp:
+                    save_adapter(unwrap_ddp(self.model), adapter, tmp, base=self.base)
             return
         full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
         if full is None:
@@ -199,7 +206,8 @@ class Trainer:
 
             export = OpenVLAForActionPrediction(c)
             export.load_state_dict(full)
-            VLA(export, self.vla.processor).save_pretrained(self.run_dir / "hf")
+            with atomic_dir(self.run_dir / "hf") as tmp:
+                VLA(export, self.vla.processor).save_pretrained(tmp)
 
     # -- helpers --------------------------------------------------------------------------------
     def _autocast(self):
