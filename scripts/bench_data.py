@@ -191,4 +191,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

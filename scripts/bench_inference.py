@@ -221,4 +221,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

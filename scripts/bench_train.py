@@ -237,4 +237,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

@@ -37,4 +37,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

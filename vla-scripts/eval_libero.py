@@ -124,6 +124,10 @@ def main(cfg: EvalLiberoConfig) -> None:
         trials_per_task=cfg.num_trials_per_task,
         video_episodes=cfg.video_episodes,
         config=asdict(cfg),
+        # what the outcomes depend on: results recorded with other values are never mixed in on resume
+        identity={k: str(v) for k, v in asdict(cfg).items() if k in (
+            "checkpoint", "policy", "remote_url", "suite", "unnorm_key", "center_crop", "seed", "dtype",
+            "num_steps_wait", "max_steps")},  # fmt: skip
         resume=cfg.resume,
     )
     summary = results.summary()
@@ -134,4 +138,6 @@ def main(cfg: EvalLiberoConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 import draccus
 
 from prismatic.training.lora import merge_adapter
+from prismatic.util.cli import check_output_dir
 
 
 @dataclass
@@ -25,6 +26,7 @@ class MergeConfig:
 
 @draccus.wrap()
 def main(cfg: MergeConfig) -> None:
+    check_output_dir(cfg.out_dir, base_dir=cfg.base_dir, run_dir=cfg.run_dir)  # before anything is read or written
     adapter = cfg.run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json: is {cfg.run_dir} a LoRA run that saved a checkpoint?")
@@ -33,4 +35,6 @@ def main(cfg: MergeConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

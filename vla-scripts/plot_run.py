@@ -23,4 +23,6 @@ def main(cfg: PlotConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

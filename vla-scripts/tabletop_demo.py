@@ -12,9 +12,13 @@
    policy with each instruction swapped to another object's (language-blind control), and a random
    policy; print the success table; write results JSON, the training curves PNG and rollout videos.
 
-Every step is skipped when its output already exists (re-running resumes); `--fresh true` starts over.
+Every step is skipped when its output already exists for the same settings (re-running resumes): the data
+when its generation settings match, the policy when its seed, resolution, recipe and data match (else it is
+trained afresh; --max_steps extends it), each evaluation when it belongs to the same weights and seeds (else it
+is run again). `--fresh true` starts over.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -79,8 +83,24 @@ def generate_data(cfg: DemoConfig) -> Path:
     return data_root
 
 
+def _sha256(paths) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).name.encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
 def train(cfg: DemoConfig, data_root: Path) -> Path:
     run_dir = cfg.out_dir / "policy"
+    marker = run_dir / "demo.json"  # what the policy was trained with (--max_steps only extends a run)
+    wanted = {"seed": cfg.seed, "image_size": cfg.image_size, "train_config": _sha256([cfg.train_config]),
+              "data": json.loads((data_root / "demos.json").read_text())}  # fmt: skip
+    if run_dir.exists() and (not marker.is_file() or json.loads(marker.read_text()) != wanted):
+        print(f"  retraining: {run_dir} holds a policy trained with other settings (seed, resolution, recipe or data)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(wanted))
     cmd = [sys.executable, str(REPO / "vla-scripts" / "train.py"), "--config_path", str(cfg.train_config),
            "--data_root", str(data_root), "--run_root", str(cfg.out_dir), "--run_id", "policy",
            "--vla.image_size", str(cfg.image_size), "--seed", str(cfg.seed)]  # fmt: skip
@@ -102,11 +122,16 @@ def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
     from prismatic.envs.expert import swap_instruction
     from prismatic.envs.record import DATASET_NAME
     from prismatic.eval import EvalTask, GymEnvFactory, RandomPolicy, VLAPolicy, run_evaluation
+    from prismatic.eval.harness import ResumeError
     from prismatic.eval.report import format_table, plot_success_bars
     from prismatic.eval.stats import SuccessStats
 
     vla = prismatic.load_vla(run_dir)
     seeds = list(range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes))
+    # Results are reused only for these weights and seeds: a re-trained or extended policy is evaluated again.
+    identity = {"weights_sha256": _sha256(sorted((run_dir / "checkpoints").glob("*.pt"))), "seed": cfg.seed,
+                "eval_seed": cfg.eval_seed, "image_size": cfg.image_size, "num_objects": cfg.num_objects,
+                "start": cfg.start}  # fmt: skip
     task = EvalTask("reach", "", max_steps=TabletopEnv().max_steps, inits=seeds)
 
     class SwappedInstruction(TabletopEnv):
@@ -134,9 +159,13 @@ def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
         factory = GymEnvFactory(f"tabletop-{name}", [task],
                                 lambda _t, c=env_cls: c(image_size=cfg.image_size, start=cfg.start,
                                                         num_objects=cfg.num_objects))  # fmt: skip
-        results = run_evaluation(factory, policy, cfg.out_dir / "eval" / name,
-                                 video_episodes=range(cfg.video_episodes), video_fps=4,
-                                 config={"checkpoint": str(run_dir), "condition": name})  # fmt: skip
+        kwargs = dict(video_episodes=range(cfg.video_episodes), video_fps=4, identity=identity,
+                      config={"checkpoint": str(run_dir), "condition": name})  # fmt: skip
+        try:
+            results = run_evaluation(factory, policy, cfg.out_dir / "eval" / name, **kwargs)
+        except ResumeError as e:
+            print(f"  re-evaluating {name}: {e}")
+            results = run_evaluation(factory, policy, cfg.out_dir / "eval" / name, resume=False, **kwargs)
         _, overall = results.summary()
         rows[name] = SuccessStats(name, overall.episodes, overall.successes)
     print("\nClosed-loop success on held-out seeds (95% Wilson intervals):")
@@ -161,8 +190,22 @@ def validate(cfg: DemoConfig) -> None:
         problems.append(
             f"--goals must be 1..--num_objects ({cfg.num_objects}): each chained goal is another object, got {cfg.goals}"
         )
+    problems += _train_config_problems(cfg.train_config)
     if problems:
         raise SystemExit("tabletop_demo.py: invalid settings:\n  " + "\n  ".join(problems))
+
+
+def _train_config_problems(path: Path) -> list[str]:
+    """The recipe is read by vla-scripts/train.py after the data is generated: parse it now instead."""
+    if not Path(path).is_file():
+        return [f"--train_config {path} does not exist (the training recipe, e.g. {REPO / 'configs/vla/tabletop_demo.yaml'})"]
+    from prismatic.training.config import TrainConfig
+
+    try:
+        draccus.parse(config_class=TrainConfig, config_path=str(path), args=[])
+    except (Exception, SystemExit) as e:  # draccus reports a bad file by exiting
+        return [f"--train_config {path} is not a valid training recipe ({type(e).__name__}: {e})"]
+    return []
 
 
 @draccus.wrap()
@@ -196,4 +239,6 @@ def main(cfg: DemoConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

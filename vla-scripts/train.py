@@ -26,4 +26,6 @@ def main(cfg: TrainConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

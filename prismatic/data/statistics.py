@@ -277,4 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

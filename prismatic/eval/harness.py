@@ -23,10 +23,12 @@ from typing import Any, Literal, NamedTuple, Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
-from prismatic.eval.policy import Observation, Policy
+from prismatic.eval.policy import Observation, Policy, PolicyUnavailable
 from prismatic.eval.stats import SuccessStats
 from prismatic.eval.video import save_video, slugify
+from prismatic.util.errors import UserError
 from prismatic.util.io import atomic_write_json
+from prismatic.util.mapping import mapping_diff
 from prismatic.util.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -198,8 +200,8 @@ class EvalResults:
         return cls(data["env"], data["config"], data["tasks"], [EpisodeRecord(**e) for e in data["episodes"]])
 
 
-class ResumeError(RuntimeError):
-    pass
+class ResumeError(UserError, RuntimeError):
+    """results.json in the output directory belongs to another evaluation."""
 
 
 # -- the loop ----------------------------------------------------------------------------------------
@@ -209,7 +211,8 @@ def run_episode(
     """Reset to `task.inits[episode]`, then act until success, the env ends the episode, or max_steps.
 
     Exceptions from the env or policy end the episode as a failure with the error recorded, so one bad
-    episode does not lose a long run (as in the original LIBERO evaluation).
+    episode does not lose a long run (as in the original LIBERO evaluation); except `PolicyUnavailable`
+    (a policy server that cannot be reached), which is no fault of the episode: it propagates, unrecorded.
     """
     start, steps, success, error = time.perf_counter(), 0, False, None
     instruction = task.instruction
@@ -228,6 +231,8 @@ def run_episode(
                 break
         if frames is not None:
             frames.append(np.asarray(obs["image"]))
+    except PolicyUnavailable:
+        raise
     except Exception as e:  # noqa: BLE001 - recorded and counted as a failure (see docstring)
         error = f"{type(e).__name__}: {e}"
         log.warning(
@@ -261,6 +266,7 @@ def run_evaluation(
     video_episodes: Collection[int] | Literal["all"] = (),
     video_fps: int = 30,
     config: Mapping[str, Any] | None = None,
+    identity: Mapping[str, Any] | None = None,
     resume: bool = True,
     progress: bool | TextIO = True,
     on_episode: Callable[[EpisodeRecord], None] | None = None,
@@ -270,7 +276,12 @@ def run_evaluation(
     trials_per_task: episodes per task, from the first inits of each task (default: all of them).
     video_episodes:  episode indices (within each task) to save as videos under out_dir/videos, or "all".
     config:          JSON-able run settings stored in results.json (checkpoint, seed, ...).
+    identity:        JSON-able settings the episodes' outcomes depend on (the weights, seeds, ...): resuming
+                     results recorded with another identity raises ResumeError naming what differs.
     resume:          reuse out_dir/results.json and skip its episodes; False starts afresh (overwrites).
+
+    A policy that cannot be reached (`PolicyUnavailable`) stops the run; the episodes recorded so far stay in
+    results.json and a re-run resumes after them.
     progress:        a tqdm bar with ETA on stderr (True), on the given stream, or none (False).
     """
     out_dir = Path(out_dir)
@@ -287,6 +298,8 @@ def run_evaluation(
 
     task_rows = [{"name": t.name, "instruction": t.instruction, "max_steps": t.max_steps} for t in all_tasks]
     run_config = {"trials_per_task": trials_per_task, **dict(config or {})}
+    if identity is not None:
+        run_config["identity"] = json.loads(json.dumps(dict(identity)))
     results = EvalResults(factory.name, run_config, task_rows)
     path = out_dir / RESULTS_FILE
     if resume and path.exists():
@@ -295,6 +308,12 @@ def run_evaluation(
             raise ResumeError(
                 f"{path} holds results for env {previous.env!r}, not {factory.name!r}; "
                 "use another out_dir or resume=False"
+            )
+        if identity is not None and previous.config.get("identity") != run_config["identity"]:
+            diff = mapping_diff(previous.config.get("identity") or {}, run_config["identity"])
+            raise ResumeError(
+                f"{path} holds episodes of another evaluation ({'; '.join(diff)}): they cannot be mixed with this "
+                "run's; use another out_dir, or resume=False to overwrite them"
             )
         names = {t.name for t in all_tasks}
         results.episodes = [e for e in previous.episodes if e.task in names]
@@ -330,7 +349,13 @@ def run_evaluation(
             try:
                 for i in todo:
                     frames: list[np.ndarray] | None = [] if _wants_video(video_episodes, i) else None
-                    record = run_episode(env, policy, task, i, frames)
+                    try:
+                        record = run_episode(env, policy, task, i, frames)
+                    except PolicyUnavailable as e:
+                        raise PolicyUnavailable(
+                            f"{e}. The evaluation stopped at task {task.name!r} episode {i}: {len(results.episodes)} "
+                            f"episode(s) are recorded in {path}; run the same command again to resume"
+                        ) from e
                     if frames:
                         outcome = "success" if record.success else "failure"
                         video = save_video(

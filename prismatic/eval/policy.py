@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from prismatic.util.errors import UserError
+
 Observation = Mapping[str, Any]
 ImageHook = Callable[[np.ndarray], np.ndarray]
 
@@ -175,14 +177,20 @@ def decode_action_response(body: bytes) -> np.ndarray:
 
 
 class RemotePolicyError(RuntimeError):
-    pass
+    """The policy server answered with an error for this request (the episode fails, the evaluation goes on)."""
+
+
+class PolicyUnavailable(UserError, RemotePolicyError):
+    """The policy cannot act at all (its server cannot be reached): the evaluation stops and the interrupted
+    episode is not recorded, so a re-run resumes with it."""
 
 
 class RemotePolicy:
     """Client for a policy server speaking the wire format above (POST JSON to `url`, one step at a time).
 
-    Connection errors are retried `retries` times with a short back-off; HTTP errors are not retried
-    (a server that answers 4xx/5xx will answer the same again).
+    Connection errors and timeouts are retried `retries` times, waiting `backoff_s`, then twice as long each
+    time; then `PolicyUnavailable` (naming the URL) stops the evaluation. HTTP errors are not retried (a
+    server that answers 4xx/5xx will answer the same again): `RemotePolicyError` fails that episode.
     """
 
     def __init__(
@@ -191,12 +199,13 @@ class RemotePolicy:
         unnorm_key: str | None = None,
         preprocess: ImageHook | None = None,
         timeout_s: float = 30.0,
-        retries: int = 2,
+        retries: int = 3,
+        backoff_s: float = 1.0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"remote policy url must start with http:// or https://, got {url!r}")
         self.url, self.unnorm_key, self.preprocess = url, unnorm_key, preprocess
-        self.timeout_s, self.retries = timeout_s, max(0, retries)
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), max(0.0, backoff_s)
 
     def reset(self) -> None:
         pass
@@ -226,10 +235,12 @@ class RemotePolicy:
                 raise RemotePolicyError(
                     f"policy server at {self.url} answered HTTP {e.code}: {detail}"
                 ) from e
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
                 if attempt == self.retries:
-                    raise RemotePolicyError(
-                        f"no answer from policy server at {self.url} after {attempt + 1} tries: {e}"
+                    reason = getattr(e, "reason", e)
+                    raise PolicyUnavailable(
+                        f"the policy server at {self.url} cannot be reached ({reason}; {attempt + 1} tries over "
+                        f"{self.backoff_s * (2**attempt - 1):.0f}s): start it, or fix the URL"
                     ) from e
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")

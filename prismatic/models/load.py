@@ -16,7 +16,9 @@ preprocessor_config.json and tokenizer files.
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,12 @@ from prismatic.models.quantization import (
     weight_memory,
 )
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
+from prismatic.util.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # one of these is needed
+MODEL_TYPES = ("openvla", "prismatic")  # config.json model_type values we load (no remote code)
 HF_REQUIRED = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
 
 # Base-VLM ids of the original's VLA run configs ({"vla": {"base_vlm": ...}}) that we know.
@@ -57,8 +63,8 @@ _NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", 
                     "quantization_config")  # fmt: skip
 
 
-class CheckpointError(FileNotFoundError):
-    """A checkpoint directory is incomplete or not in a layout we know."""
+class CheckpointError(UserError, FileNotFoundError):
+    """A checkpoint directory is incomplete, damaged or not in a layout we know."""
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -78,8 +84,12 @@ def check_hf_dir(path: Path) -> None:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
     index = path / "model.safetensors.index.json"
+    shards = ["model.safetensors"]
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is damaged ({type(e).__name__}: {e}); copy it again") from e
         missing += [s for s in shards if not (path / s).is_file()]
     elif not (path / "model.safetensors").is_file():
         missing.append("model.safetensors (or model.safetensors.index.json with its shards)")
@@ -89,21 +99,109 @@ def check_hf_dir(path: Path) -> None:
             "Copy the whole model directory (e.g. `huggingface-cli download openvla/openvla-7b --local-dir DIR` "
             "on a machine with internet access)."
         )
+    check_hf_config(path / "config.json")
+    for shard in shards:
+        check_safetensors_file(path / shard)
 
 
-def _pick_checkpoint(run_dir: Path) -> Path:
+def check_hf_config(config_path: Path) -> dict[str, Any]:
+    """Refuse a config.json that is not an OpenVLA / Prismatic one before transformers reads it (without
+    `model_type`, transformers falls back to the `auto_map` and asks whether to run remote code)."""
+    try:
+        cfg = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path} is not valid JSON ({e}): the file is damaged; copy it again") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{config_path} holds a {type(cfg).__name__}, not a JSON object: the file is damaged")
+    model_type = cfg.get("model_type")
+    if model_type not in MODEL_TYPES:
+        what = "has no 'model_type'" if model_type is None else f"has model_type {model_type!r}"
+        raise CheckpointError(
+            f"{config_path} {what}; prismatic loads model_type one of: {', '.join(MODEL_TYPES)} (OpenVLA checkpoints "
+            'have "model_type": "openvla"). Is this an OpenVLA / Prismatic checkpoint? (No remote code is run.)'
+        )
+    if cfg.get("norm_stats") is not None:
+        check_norm_stats(cfg["norm_stats"], f"{config_path} norm_stats")
+    return cfg
+
+
+def check_norm_stats(stats: Any, source: str) -> None:
+    """Dataset statistics must map dataset names to {"action": {q01, q99 | mean, std, ...}, ...}."""
+    if not isinstance(stats, Mapping):
+        raise CheckpointError(
+            f"{source} is a {type(stats).__name__}, not a mapping of dataset name -> statistics "
+            '(e.g. {"bridge_orig": {"action": {"q01": [...], "q99": [...], ...}}}): the file is damaged or was edited'
+        )
+    for name, entry in stats.items():
+        action = entry.get("action") if isinstance(entry, Mapping) else None
+        if not isinstance(action, Mapping) or not (
+            {"q01", "q99"} <= set(action) or {"mean", "std"} <= set(action) or {"min", "max"} <= set(action)
+        ):
+            raise CheckpointError(
+                f"{source}[{name!r}] has no action statistics (expected {{\"action\": {{\"q01\": [...], \"q99\": [...], ...}}}}, "
+                f"got {str(entry)[:120]!r})"
+            )
+
+
+def check_safetensors_file(path: Path) -> None:
+    """A safetensors file holds an 8-byte header length, a JSON header and the tensor bytes the header's offsets
+    cover; a shorter file is an interrupted download or copy. Checked from the header alone (no tensor read)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+        if not isinstance(header, dict):
+            raise ValueError("no readable header")
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path} is incomplete or not a safetensors file ({size} bytes, {e}): download or copy it again"
+        ) from e
+    expected = 8 + n + end
+    if size != expected:
+        state = "is incomplete" if size < expected else "has extra bytes"
+        raise CheckpointError(
+            f"{path} {state}: {size} bytes where its header describes {expected} (an interrupted download or copy?); "
+            "download or copy it again"
+        )
+
+
+def _checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """The run's weight files, the one to load first first: latest-checkpoint.pt, else by step, newest first."""
     ckpts = sorted((run_dir / "checkpoints").glob("*.pt"))
     if not ckpts:
         raise CheckpointError(f"{run_dir / 'checkpoints'} has no .pt checkpoint")
-    latest = run_dir / "checkpoints" / "latest-checkpoint.pt"
-    if latest.is_file():
-        return latest
+
     # Names are for people, but without a 'latest' marker the step in the name is all there is.
     def step(p: Path) -> int:
         m = re.search(r"step-(\d+)", p.name)
         return int(m.group(1)) if m else -1
 
-    return max(ckpts, key=lambda p: (step(p), p.stat().st_mtime))
+    ordered = sorted(ckpts, key=lambda p: (step(p), p.stat().st_mtime), reverse=True)
+    latest = run_dir / "checkpoints" / "latest-checkpoint.pt"
+    return [latest] + [p for p in ordered if p != latest] if latest.is_file() else ordered
+
+
+def _pick_checkpoint(run_dir: Path) -> Path:
+    return _checkpoint_candidates(run_dir)[0]
+
+
+def _load_newest_readable(run_dir: Path) -> tuple[Path, dict[str, dict[str, torch.Tensor]]]:
+    """The newest weight file of a run that reads; damaged newer ones are named in a warning and skipped."""
+    problems = []
+    for checkpoint in _checkpoint_candidates(run_dir):
+        try:
+            state = load_native_state(checkpoint)
+        except CheckpointError as e:
+            log.warning("skipping %s", e)
+            problems.append(str(e))
+            continue
+        if problems:
+            log.warning("loading the older %s instead", checkpoint)
+        return checkpoint, state
+    raise CheckpointError(f"no readable weights under {run_dir / 'checkpoints'}: {'; '.join(problems)}")
 
 
 def _native_arch(run_dir: Path) -> dict[str, Any]:
@@ -138,13 +236,24 @@ def native_config(run_dir: Path) -> OpenVLAConfig:
             f"{run_dir} has no dataset_statistics.json; without it actions cannot be un-normalised "
             "(training writes it next to config.json)"
         )
-    return OpenVLAConfig(**arch, norm_stats=json.loads(stats_path.read_text()))
+    try:
+        stats = json.loads(stats_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{stats_path} is not valid JSON ({e}): the file is damaged") from e
+    check_norm_stats(stats, str(stats_path))
+    return OpenVLAConfig(**arch, norm_stats=stats)
 
 
 def load_native_state(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    if "model" not in state:
-        raise CheckpointError(f"{checkpoint} has no 'model' entry (keys: {sorted(state)})")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # zip, unpickling and struct errors that would not name the file
+        raise CheckpointError(
+            f"{checkpoint} is incomplete or corrupt ({type(e).__name__}: {str(e)[:200]}); use another checkpoint "
+            "of the run, or convert/copy it again"
+        ) from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{checkpoint} has no 'model' entry (keys: {sorted(state) if isinstance(state, dict) else type(state).__name__})")
     return state["model"]
 
 
@@ -198,15 +307,15 @@ def load_vla(
             log_weight_memory(model, dtype)
         return VLA((model if quantized else model.to(device)).eval(), processor, decode=decode)
     if is_native_run_dir(path):
-        checkpoint = path if path.suffix == ".pt" else _pick_checkpoint(path)
-        run_dir = checkpoint.parents[1]
+        run_dir = path.parents[1] if path.suffix == ".pt" else path
         config = native_config(run_dir)
         tok_dir = Path(tokenizer) if tokenizer else run_dir / "tokenizer"
         if not tok_dir.is_dir():
             raise CheckpointError(
                 f"no tokenizer for {run_dir}: expected {tok_dir} (pass tokenizer=<dir with the LLM's tokenizer files>)"
             )
-        state = native_to_hf(load_native_state(checkpoint), config.vision_backbone_id, config.projector_type)
+        native = load_native_state(path) if path.suffix == ".pt" else _load_newest_readable(path)[1]
+        state = native_to_hf(native, config.vision_backbone_id, config.projector_type)
         with torch.device("meta"):
             model = OpenVLAForActionPrediction(config)
         load_state_dict_strict(model, state)

@@ -351,6 +351,8 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         unknown = set(kwargs) - {"max_new_tokens", "use_cache", "token_type_ids"}
         if unknown:
             raise TypeError(f"predict_action got unexpected arguments: {sorted(unknown)}")
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values holds NaN or infinite values: check the image and its preprocessing")
         key = self.resolve_unnorm_key(unnorm_key)
         dim = self.get_action_dim(key)
         ids = self.generate_action_tokens(

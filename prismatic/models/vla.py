@@ -14,6 +14,32 @@ from prismatic.models.llm.prompting import build_vla_prompt
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticProcessor
 
+_NOT_A_BATCH = (str, bytes)  # iterable, but never a batch of images or instructions
+
+
+def check_instruction(instruction: Any, where: str = "instruction") -> str:
+    """A language instruction must be a non-empty string (whitespace is kept: see `vla_instruction`)."""
+    if not isinstance(instruction, str):
+        hint = "; decode it first (bytes.decode())" if isinstance(instruction, bytes) else ""
+        raise TypeError(f"{where} must be a str, got {type(instruction).__name__}{hint}")
+    if not instruction.strip():
+        raise ValueError(f"{where} is empty: say what the robot should do, e.g. 'pick up the cup'")
+    return instruction
+
+
+def check_batch(images: Any, instructions: Any) -> None:
+    """A batch is two sequences of the same, non-zero length: one image (or camera tuple) per instruction."""
+    if isinstance(instructions, _NOT_A_BATCH) or not isinstance(instructions, Sequence):
+        raise TypeError(f"instructions must be a list of str, one per image; got {type(instructions).__name__}")
+    if not hasattr(images, "__len__") or isinstance(images, _NOT_A_BATCH):
+        raise TypeError(f"images must be a list with one image per instruction; got {type(images).__name__}")
+    if len(images) != len(instructions):
+        raise ValueError(f"got {len(images)} images but {len(instructions)} instructions; pass one image per instruction")
+    if len(instructions) == 0:
+        raise ValueError("the batch is empty: pass at least one (image, instruction) pair")
+    for i, instruction in enumerate(instructions):
+        check_instruction(instruction, f"instructions[{i}]")
+
 
 class VLA:
     """Model + processor. `predict_action(image, instruction)` is the whole inference API.
@@ -38,15 +64,14 @@ class VLA:
 
     def predict_action(self, image, instruction: str, unnorm_key: str | None = None, **kwargs: Any) -> np.ndarray:
         """One image and instruction -> one un-normalised action [action_dim]."""
-        inputs = self.processor(self.prompt(instruction), image)
+        inputs = self.processor(self.prompt(check_instruction(instruction)), image)
         return self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
 
     def predict_actions(
         self, images: Sequence, instructions: Sequence[str], unnorm_key: str | None = None, **kwargs: Any
     ) -> np.ndarray:
         """A batch of (image, instruction) pairs -> actions [batch, action_dim] in one forward pass."""
-        if len(images) != len(instructions):
-            raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
+        check_batch(images, instructions)
         inputs = self.processor([self.prompt(i) for i in instructions], list(images))
         actions = self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
         return actions.reshape(len(images), -1)

@@ -61,6 +61,7 @@ from torch.distributed.tensor import DTensor
 from prismatic.models.load import CheckpointError
 from prismatic.training.distributed import DistInfo, parameter_name
 from prismatic.util.io import atomic_torch_save, atomic_write_json, disk_full_error, remove_stale_temporaries
+from prismatic.util.mapping import mapping_diff
 
 log = logging.getLogger(__name__)
 
@@ -184,20 +185,6 @@ def _trainer_state(record: dict[str, Any]) -> TrainerState:
     """TrainerState from a trainer_state.json record (which also holds the file manifest)."""
     known = {f.name for f in fields(TrainerState)}
     return TrainerState(**{k: v for k, v in record.items() if k in known})
-
-
-def mapping_diff(saved: Any, new: Any, prefix: str = "") -> list[str]:
-    """`name: saved -> new` for every leaf that differs between two nested mappings."""
-    if not (isinstance(saved, dict) and isinstance(new, dict)):
-        return [] if saved == new else [f"{prefix or 'value'}: {saved!r} -> {new!r}"]
-    out = []
-    for key in sorted(set(saved) | set(new), key=str):
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if key not in saved or key not in new:
-            out.append(f"{name}: {saved.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
-        else:
-            out += mapping_diff(saved[key], new[key], name)
-    return out
 
 
 def _gather_problems(problems: list[str], info: DistInfo) -> list[str]:

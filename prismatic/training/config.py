@@ -10,6 +10,7 @@ every problem at once, each naming the flag that fixes it, before any model or d
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,11 @@ from prismatic.models.load import CheckpointError, is_hf_dir
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.models.vision.transforms import RESIZE_STRATEGIES
+from prismatic.util.errors import UserError
+
+# The shortest sequence that holds a VLA sample: BOS + "In: What action should the robot take to <one word>?\nOut:"
+# (15 Llama-2 tokens with BOS) + the empty token + 7 action tokens + EOS. Anything shorter cuts every label.
+MIN_LLM_MAX_LENGTH = 24
 
 
 class Stage(str, Enum):
@@ -203,6 +209,7 @@ class TrainConfig:
             )
         if v.max_steps is not None and v.max_steps < 1:
             problems.append(f"--vla.max_steps must be >= 1 (or unset to use --vla.epochs), got {v.max_steps}")
+        problems += self._numeric_problems()
         if not 0.0 <= v.warmup_ratio < 1.0:
             problems.append(f"--vla.warmup_ratio must be in [0, 1), got {v.warmup_ratio}")
         if v.learning_rate <= 0 or not math.isfinite(v.learning_rate):
@@ -236,6 +243,50 @@ class TrainConfig:
             raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
 
 
+    def _numeric_problems(self) -> list[str]:
+        """Ranges of the numeric fields not checked above (each would fail later, far from its flag, or silently)."""
+        v, problems = self.vla, []
+
+        def need(ok: bool, flag: str, value, rule: str) -> None:
+            if not ok:
+                problems.append(f"--{flag} must be {rule}, got {value}")
+
+        need(v.llm_max_length >= MIN_LLM_MAX_LENGTH, "vla.llm_max_length", v.llm_max_length,
+             f">= {MIN_LLM_MAX_LENGTH} (the prompt plus 7 action tokens; shorter cuts every label)")  # fmt: skip
+        if v.image_size is not None:
+            patches = self._patch_sizes()
+            need(v.image_size >= max(patches, default=1) and all(v.image_size % p == 0 for p in patches),
+                 "vla.image_size", v.image_size,
+                 f"a positive multiple of the backbone's patch size {'/'.join(map(str, patches)) or '?'} (or unset for "
+                 "the backbone's native resolution)")  # fmt: skip
+            if v.base_vlm is not None:
+                problems.append(
+                    f"--vla.image_size {v.image_size} cannot change the resolution of a pretrained checkpoint "
+                    "(--vla.base_vlm fixes it): drop --vla.image_size"
+                )
+        need(v.shuffle_buffer_size >= 1, "vla.shuffle_buffer_size", v.shuffle_buffer_size, ">= 1")
+        if v.max_steps is None:
+            need(v.epochs >= 1, "vla.epochs", v.epochs, ">= 1 (or set --vla.max_steps)")
+        need(math.isfinite(v.weight_decay) and v.weight_decay >= 0, "vla.weight_decay", v.weight_decay, ">= 0")
+        need(v.max_grad_norm > 0, "vla.max_grad_norm", v.max_grad_norm,
+             "> 0 (the clipping threshold; inf disables clipping, a negative one would reverse the gradients)")  # fmt: skip
+        need(0 <= self.seed < 2**31, "seed", self.seed, "in [0, 2^31)")
+        need(self.parallel.cpu_threads is None or self.parallel.cpu_threads >= 1, "parallel.cpu_threads",
+             self.parallel.cpu_threads, ">= 1 (or unset to keep torch's default)")  # fmt: skip
+        need(self.logging.log_interval >= 1, "logging.log_interval", self.logging.log_interval, ">= 1 (steps between metric lines)")
+        need(self.lora.rank >= 1, "lora.rank", self.lora.rank, ">= 1")
+        need(self.lora.alpha > 0, "lora.alpha", self.lora.alpha, "> 0")
+        need(0 <= self.lora.dropout < 1, "lora.dropout", self.lora.dropout, "in [0, 1)")
+        return problems
+
+    def _patch_sizes(self) -> list[int]:
+        """The ViT patch sizes of the chosen backbone (read from the timm model names, e.g. ..._patch14_...)."""
+        if self.vla.vision_backbone_id not in VISION_BACKBONES.names():
+            return []
+        spec = VISION_BACKBONES.get(self.vla.vision_backbone_id)
+        found = [re.search(r"patch(\d+)", timm_id) for timm_id in spec.timm_model_ids]
+        return sorted({int(m.group(1)) for m in found if m})
+
     def _quantization_problems(self, world_size: int) -> list[str]:
         """QLoRA: a frozen quantised base under adapters, loaded from an HF-layout checkpoint, not FSDP-sharded."""
         q, problems = self.lora.quantization, []
@@ -263,7 +314,7 @@ class TrainConfig:
         return problems
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """One or more configuration problems, each naming its flag."""
 
 

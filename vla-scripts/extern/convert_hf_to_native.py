@@ -13,6 +13,7 @@ from pathlib import Path
 import draccus
 
 from prismatic.models.load import load_vla
+from prismatic.util.cli import check_output_dir
 
 
 @dataclass
@@ -23,10 +24,13 @@ class ConvertConfig:
 
 @draccus.wrap()
 def main(cfg: ConvertConfig) -> None:
+    check_output_dir(cfg.out_dir, hf_dir=cfg.hf_dir)
     vla = load_vla(cfg.hf_dir)
     out = vla.save_native(cfg.out_dir)
     print(f"wrote native run directory {out} ({vla})")
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 import draccus
 
 from prismatic.models.load import load_vla
+from prismatic.util.cli import check_output_dir
 
 
 @dataclass
@@ -26,10 +27,14 @@ class ConvertConfig:
 
 @draccus.wrap()
 def main(cfg: ConvertConfig) -> None:
+    run_dir = cfg.run_dir.parents[1] if cfg.run_dir.suffix == ".pt" else cfg.run_dir
+    check_output_dir(cfg.out_dir, run_dir=run_dir, tokenizer=cfg.tokenizer)
     vla = load_vla(cfg.run_dir, tokenizer=cfg.tokenizer)
     out = vla.save_pretrained(cfg.out_dir, max_shard_size=cfg.max_shard_size)
     print(f"wrote Hugging Face-layout checkpoint {out} ({vla})")
 
 
 if __name__ == "__main__":
-    main()
+    from prismatic.util.cli import run_cli
+
+    run_cli(main)

@@ -110,6 +110,8 @@ def _center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 def to_pil_rgb(image) -> Image.Image:
     """Accept PIL images of any mode, HxW / HxWxC uint8 or float arrays, and CHW torch tensors."""
     if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"the image is empty ({image.width}x{image.height} pixels)")
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
@@ -122,6 +124,14 @@ def to_pil_rgb(image) -> Image.Image:
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
             raise ValueError(
                 f"an image array must be HxW (grayscale), HxWx3 (RGB) or HxWx4 (RGBA); got shape {array.shape}"
+            )
+        if array.size == 0:
+            raise ValueError(f"the image is empty (shape {array.shape})")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise ValueError(
+                f"the image has {bad} NaN or infinite value(s) (shape {array.shape}); fix the camera frame or its "
+                "conversion (they would silently become 0)"
             )
         if array.dtype != np.uint8:
             if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0 + 1e-6:
