@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -260,3 +261,60 @@ def test_reduced_sizes_initialise_with_a_width_scaled_std(size, tmp_path):
     assert q.std().item() == pytest.approx(width**-0.5, rel=0.05)
     first = next(m for m in model.projector.modules() if isinstance(m, torch.nn.Linear))
     assert first.weight.std().item() == pytest.approx(width**-0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "section, field, value, expected",
+    [
+        ("logging", "log_interval", 0, "--logging.log_interval must be >= 1"),  # was: ZeroDivisionError after step 1
+        ("vla", "max_grad_norm", -1.0, "--vla.max_grad_norm must be > 0"),  # was: silent gradient ascent
+        ("vla", "image_size", 0, "--vla.image_size must be a positive multiple of the backbone's patch size 14"),
+        ("vla", "image_size", 100, "--vla.image_size must be a positive multiple"),  # was: 224 px, or timm's error
+        ("vla", "llm_max_length", 8, "--vla.llm_max_length must be >= 24"),  # was: an unrelated NotImplementedError
+        ("lora", "rank", 0, "--lora.rank must be >= 1"),  # was: peft's message
+        ("parallel", "cpu_threads", -1, "--parallel.cpu_threads must be >= 1"),  # was: torch's message
+        ("vla", "shuffle_buffer_size", 0, "--vla.shuffle_buffer_size must be >= 1"),
+        ("lora", "dropout", 1.0, "--lora.dropout must be in [0, 1)"),
+        ("vla", "weight_decay", float("nan"), "--vla.weight_decay must be >= 0"),
+    ],
+)
+def test_numeric_flags_are_validated_with_their_names(section, field, value, expected, data_root, tmp_path):
+    cfg = tiny_cfg(data_root, tmp_path)
+    setattr(cfg if section == "top" else getattr(cfg, section), field, value)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        Trainer(cfg, DistInfo(0, 0, 1, torch.device("cpu")))
+    assert not tmp_path.joinpath(cfg.resolved_run_id).exists()
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_rerun_with_a_mixture_typo_or_another_architecture_changes_nothing(data_root, tmp_path):
+    """Re-running a finished run with a typo in --vla.data_mix and/or another --vla.image_size used to overwrite its
+    config.json before failing (then the run no longer loaded). Now the run directory is written only after
+    config, mixture, model and checkpoint are checked, and a changed architecture is refused by name."""
+    from prismatic.models.load import CheckpointError
+
+    def rerun(**vla) -> TrainConfig:
+        cfg = tiny_cfg(data_root, tmp_path, max_steps=1, **vla)
+        cfg.run_id = "my-run"  # (the default run id contains the mixture's name)
+        return cfg
+
+    cfg = rerun()
+    Trainer(cfg).train()
+    before = _snapshot(cfg.run_dir)
+    assert "config.json" in before and any(k.startswith("state/step-000001/") for k in before)
+
+    with pytest.raises(Exception, match="bridge_orgi"):
+        Trainer(rerun(data_mix="bridge_orgi"))
+    assert _snapshot(cfg.run_dir) == before
+
+    for changed in (dict(image_size=84), dict(image_size=84, data_mix="bridge_orgi")):
+        with pytest.raises(CheckpointError, match=r"another architecture; model fields \(saved -> now\): "
+                                                  r"image_sizes: \[112, 112\] -> \[84, 84\]"):  # fmt: skip
+            Trainer(rerun(**changed))
+        assert _snapshot(cfg.run_dir) == before
+    from prismatic.models.load import load_vla
+
+    assert load_vla(cfg.run_dir).config.image_sizes == [112, 112]  # still loads
