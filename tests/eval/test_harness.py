@@ -247,3 +247,35 @@ def test_gym_adapter(tmp_path: Path):
 def test_unknown_env_lists_choices():
     with pytest.raises(KeyError, match="choose one of: libero"):
         make_env_factory("nope")
+
+
+def test_an_unreachable_policy_server_stops_the_run_unrecorded_and_resume_retries(tmp_path: Path):
+    """Used to: every episode recorded as a failure, exit 0 with 0.0%, and resume never retried them."""
+    import socket
+
+    from prismatic.eval import RemotePolicy
+    from prismatic.eval.policy import PolicyUnavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/act"
+    factory = FakeFactory()
+    first = run_evaluation(factory, StepPolicy(), tmp_path, trials_per_task=1, task_names=["a"], progress=False)
+    assert len(first.episodes) == 1
+    remote = RemotePolicy(url, timeout_s=2, retries=2, backoff_s=0.01)
+    with pytest.raises(PolicyUnavailable, match=rf"policy server at {url} cannot be reached .*3 tries.*stopped at "
+                                                r"task 'b' episode 0: 1 episode\(s\) are recorded"):  # fmt: skip
+        run_evaluation(factory, remote, tmp_path, trials_per_task=1, progress=False)
+    assert [(e.task, e.episode) for e in EvalResults.load(tmp_path).episodes] == [("a", 0)]
+    again = run_evaluation(factory, StepPolicy(), tmp_path, trials_per_task=1, progress=False)
+    assert [(e.task, e.episode, e.error) for e in again.episodes] == [("a", 0, None), ("b", 0, None)]
+
+
+def test_results_of_another_evaluation_are_not_resumed_into(tmp_path: Path):
+    identity = {"weights_sha256": "abc", "seed": 7}
+    run_evaluation(FakeFactory(), StepPolicy(), tmp_path, progress=False, identity=identity, trials_per_task=1)
+    with pytest.raises(ResumeError, match=r"another evaluation \(seed: 7 -> 8; weights_sha256: 'abc' -> 'def'\)"):
+        run_evaluation(FakeFactory(), StepPolicy(), tmp_path, progress=False, identity={"weights_sha256": "def", "seed": 8})
+    more = run_evaluation(FakeFactory(), StepPolicy(), tmp_path, progress=False, identity=identity, trials_per_task=2)
+    assert len(more.episodes) == 4  # same identity: resumed and extended

@@ -150,3 +150,46 @@ def test_native_projector_keys_are_the_originals_and_older_ones_still_read(proje
     for state in (native["projector"], older):
         back = native_to_hf({"vision_backbone": {}, "projector": state, "llm_backbone": {}}, "siglip-vit-so400m", projector)
         assert back.keys() == hf.keys() and all(back[k] is hf[k] for k in hf)
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        # was: a bare SafetensorError naming no file
+        (lambda d: d.joinpath("model-00002-of-00004.safetensors").write_bytes(
+            d.joinpath("model-00002-of-00004.safetensors").read_bytes()[:-1000]),
+         r"model-00002-of-00004.safetensors is incomplete: \d+ bytes where its header describes \d+"),
+        (lambda d: d.joinpath("model-00004-of-00004.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"),
+         r"model-00004-of-00004.safetensors is incomplete or not a safetensors file"),
+        # was: transformers' "do you wish to run the custom code? [y/N]" prompt
+        (lambda d: _edit_json(d / "config.json", lambda c: c.pop("model_type")),
+         r"config.json has no 'model_type'; prismatic loads model_type one of: openvla, prismatic"),
+        (lambda d: _edit_json(d / "config.json", lambda c: c.update(model_type="llava")),
+         r"config.json has model_type 'llava'"),
+        # was: a string loaded as six one-letter datasets
+        (lambda d: _edit_json(d / "config.json", lambda c: c.update(norm_stats="bridge")),
+         r"config.json norm_stats is a str, not a mapping of dataset name -> statistics"),
+        (lambda d: _edit_json(d / "config.json", lambda c: c.update(norm_stats={"bridge_orig": [0.1, 0.2]})),
+         r"norm_stats\['bridge_orig'\] has no action statistics"),
+        (lambda d: d.joinpath("config.json").write_text('{"model_type": "openvla",'), r"config.json is not valid JSON"),
+    ],
+)  # fmt: skip
+def test_damaged_hf_checkpoint_is_refused_by_name(damage, message, tiny_checkpoint, tmp_path):
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, d)
+    damage(d)
+    with pytest.raises(CheckpointError, match=message):
+        load_vla(d)
+
+
+def test_native_statistics_must_be_a_mapping(tiny_vla, tmp_path):
+    run = tiny_vla.save_native(tmp_path / "run")
+    (run / "dataset_statistics.json").write_text('"bridge_orig"')
+    with pytest.raises(CheckpointError, match=r"dataset_statistics.json is a str, not a mapping"):
+        load_vla(run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -285,3 +286,32 @@ def test_missing_bitsandbytes_or_unsupported_device_fails_before_the_model_is_bu
         check_quantized_training("4bit", "meta")
     for quantization in ("4bit", "8bit"):
         check_quantized_training(quantization, "cpu")  # what CI's CPU runs
+
+
+def test_merge_refuses_an_adapter_trained_on_another_base(tiny_vla, tmp_path):
+    """A base with other weights used to merge silently. The trainer records the base's fingerprint in the
+    adapter file; the HF and native layouts of the same weights share it."""
+    from safetensors.torch import load_file, save_file
+
+    from prismatic.training.lora import base_fingerprint
+    from prismatic.util.errors import UserError
+
+    fingerprint = base_fingerprint(TINY_CKPT)
+    assert base_fingerprint(tiny_vla.save_native(tmp_path / "native")) == fingerprint
+    model = wrap_with_lora(load_vla(TINY_CKPT).model, LoRAConfig(enabled=True, rank=2, alpha=4))
+    save_adapter(model, CheckpointManager(tmp_path, CPU).trainable_state(model), tmp_path / "adapter",
+                 base=(str(TINY_CKPT), fingerprint))  # fmt: skip
+
+    other = tmp_path / "other-base"  # the same architecture, one matrix changed (as merging an adapter does)
+    shutil.copytree(TINY_CKPT, other)
+    shard = other / "model-00002-of-00004.safetensors"
+    tensors = load_file(shard)
+    name = next(k for k, v in tensors.items() if v.ndim == 2)
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, shard, metadata={"format": "pt"})
+    assert base_fingerprint(other) != fingerprint
+    with pytest.raises(UserError, match=rf"the adapter in .*adapter was trained on another base \({TINY_CKPT}\)"):
+        merge_adapter(other, tmp_path / "adapter", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    merge_adapter(TINY_CKPT, tmp_path / "adapter", tmp_path / "merged")  # the right base merges
+    assert (tmp_path / "merged" / "config.json").is_file()

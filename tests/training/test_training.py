@@ -172,10 +172,15 @@ def test_lora_finetune_merge_and_reload(data_root, tmp_path):
     Trainer(cfg).train()
     run = cfg.run_dir
     assert (run / "adapter" / "adapter_config.json").is_file()
+    from safetensors import safe_open
     from safetensors.torch import load_file
     from torch.distributed.checkpoint import FileSystemReader
 
     from prismatic.models.load import load_vla
+    from prismatic.training.lora import base_fingerprint
+
+    with safe_open(run / "adapter" / "adapter_model.safetensors", framework="pt") as f:  # merge checks it
+        assert f.metadata()["prismatic_base_fingerprint"] == base_fingerprint(TINY_CKPT)
 
     base_model = load_vla(TINY_CKPT).model
     skipped = {id(m) for u in base_model.vision_backbone.unused_modules() for m in u.modules()}
