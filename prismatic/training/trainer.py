@@ -82,8 +82,7 @@ class Trainer:
         if cfg.lora.enabled:
             from prismatic.training.lora import base_fingerprint, wrap_with_lora
 
-            # recorded with the adapter, so that merging into another base is refused
-            self.base = (str(cfg.vla.base_vlm), base_fingerprint(cfg.vla.base_vlm)) if self.info.is_main else None
+            self.base = self._base_record(base_fingerprint) if self.info.is_main else None
             self.model = wrap_with_lora(self.model, cfg.lora)
             counts = {"trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
         else:
@@ -210,6 +209,16 @@ class Trainer:
                 VLA(export, self.vla.processor).save_pretrained(tmp)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _base_record(self, fingerprint) -> tuple[str, str] | None:
+        """(path, fingerprint) of the LoRA base, saved with the adapter so that merging into another base is
+        refused; None (merge then only warns) for a base whose files cannot be fingerprinted."""
+        base = self.cfg.vla.base_vlm
+        try:
+            return str(base), fingerprint(base)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning(f"cannot fingerprint the base {base} ({e}); merge_lora.py will not be able to check it")
+            return None
+
     def _autocast(self):
         # FSDP casts by its own mixed-precision policy; a single process or DDP (quantised base) autocasts.
         use = self.cfg.parallel.mixed_precision and self.info.device.type == "cuda" and not is_fsdp(self.model)
