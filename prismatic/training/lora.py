@@ -129,12 +129,13 @@ def _base_tensors(base: Path):
     """(HF name, tensor holding at least the first FINGERPRINT_SAMPLE values) of every weight of a base
     checkpoint, read from its files (HF layout: a few rows per tensor; native run: the memory-mapped .pt)."""
     from prismatic.models.load import (
+        _native_arch,
         _pick_checkpoint,
         is_hf_dir,
         load_native_state,
-        native_config,
         native_to_hf,
     )
+    from prismatic.models.projectors import projector_type
 
     if is_hf_dir(base):
         from safetensors import safe_open
@@ -153,8 +154,8 @@ def _base_tensors(base: Path):
                     yield name, sl[:rows]
         return
     checkpoint = base if base.suffix == ".pt" else _pick_checkpoint(base)
-    config = native_config(checkpoint.parents[1])
-    state = native_to_hf(load_native_state(checkpoint), config.vision_backbone_id, config.projector_type)
+    arch = _native_arch(checkpoint.parents[1])
+    state = native_to_hf(load_native_state(checkpoint), arch["vision_backbone_id"], projector_type(arch["arch_specifier"]))
     yield from state.items()
 
 

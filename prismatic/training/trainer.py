@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from prismatic.data.prefetch import BackgroundIterator
 from prismatic.models.action_tokenizer import ActionTokenizer
+from prismatic.models.base_vlm import resolve_base_vlm
 from prismatic.models.load import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.training.checkpoint import CheckpointManager, TrainerState
@@ -214,8 +215,8 @@ class Trainer:
         refused; None (merge then only warns) for a base whose files cannot be fingerprinted."""
         base = self.cfg.vla.base_vlm
         try:
-            return str(base), fingerprint(base)
-        except (OSError, ValueError, KeyError) as e:
+            return str(base), fingerprint(resolve_base_vlm(base, self.cfg.model_root))
+        except Exception as e:  # noqa: BLE001 - never a reason not to train
             log.warning(f"cannot fingerprint the base {base} ({e}); merge_lora.py will not be able to check it")
             return None
 
