@@ -172,3 +172,17 @@ def test_a_damaged_weights_file_is_named_and_an_older_one_loaded(finished_run, t
     assert vla.model.config.image_sizes == [112, 112]
     with pytest.raises(CheckpointError, match=rf"{newest.name} is incomplete or corrupt"):
         load_vla(newest)  # asked for by name: no silent substitute
+
+
+@pytest.mark.slow
+def test_two_ranks_split_the_checks_and_fall_back_together(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("two_rank_checkpoints.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0: fell back to step-000001" in proc.stdout and "rank 1: fell back to step-000001" in proc.stdout
+    assert "__1_0.distcp: " in proc.stderr  # the warning names the damaged file
