@@ -233,15 +233,17 @@ class CheckpointManager:
         if not self.has_checkpoints():
             return
         try:
-            saved = json.loads(path.read_text())["model"]
+            saved = json.loads(path.read_text())
         except FileNotFoundError:
-            return  # a run of the original codebase, or checkpoints copied in by hand: nothing to compare
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            return  # checkpoints copied in by hand: nothing to compare
+        except (OSError, ValueError) as e:
             raise CheckpointError(
                 f"{path} cannot be read ({type(e).__name__}: {e}), so this run's architecture cannot be checked "
                 f"against the checkpoints in {self.run_dir}; restore the file, or use another --run_id"
             ) from e
-        diff = mapping_diff(saved, json.loads(json.dumps(model_section)))
+        if not isinstance(saved, dict) or "model" not in saved:
+            return  # a run of the original codebase (its config.json names a base VLM, no architecture)
+        diff = mapping_diff(saved["model"], json.loads(json.dumps(model_section)))
         if diff:
             raise CheckpointError(
                 f"{self.run_dir} holds checkpoints of another architecture; model fields (saved -> now): "
@@ -312,11 +314,15 @@ class CheckpointManager:
     def resume_point(self) -> tuple[Path, TrainerState] | None:
         """The newest complete checkpoint whose files check out, and its state; a damaged newer one is named
         in a warning and skipped. None when there is none at all; CheckpointError when all are damaged."""
-        damaged = []
-        for _, ckpt_dir in reversed(self.complete_checkpoints(warn=True)):
+        complete = self.complete_checkpoints(warn=True)
+        readable = {d for _, d in complete}
+        damaged = [f"{d.name} ({STATE_FILE}: unreadable)" for d in sorted(self.state_root.glob("step-*"))
+                   if d not in readable and not d.name.endswith(".partial") and (d / STATE_FILE).is_file()]  # fmt: skip
+        unreadable = len(damaged)
+        for _, ckpt_dir in reversed(complete):
             problems = self.verify(ckpt_dir)
             if not problems:
-                if damaged:
+                if len(damaged) > unreadable:  # a newer one was skipped
                     log.warning("resuming from %s instead", ckpt_dir)
                 return ckpt_dir, _trainer_state(json.loads((ckpt_dir / STATE_FILE).read_text()))
             log.warning("checkpoint %s is damaged and is skipped: %s", ckpt_dir, "; ".join(problems))

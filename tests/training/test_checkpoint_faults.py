@@ -186,3 +186,12 @@ def test_two_ranks_split_the_checks_and_fall_back_together(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0: fell back to step-000001" in proc.stdout and "rank 1: fell back to step-000001" in proc.stdout
     assert "__1_0.distcp: " in proc.stderr  # the warning names the damaged file
+
+
+def test_an_only_checkpoint_with_an_unreadable_state_is_not_silently_dropped(finished_run, tmp_path):
+    """An unreadable trainer_state.json used to skip back silently (here: to a fresh start)."""
+    run = _copy(finished_run, tmp_path)
+    shutil.rmtree(run / "state" / "step-000003")
+    (run / "state" / "step-000006" / "trainer_state.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"every checkpoint .* is damaged: step-000006 \(trainer_state.json: unreadable\)"):
+        CheckpointManager(run, CPU).resume_point()
