@@ -20,14 +20,15 @@ import tensorflow as tf
 from prismatic.data import rlds, traj_transforms
 from prismatic.data.augment import AugmentConfig
 from prismatic.data.errors import DataError
+from prismatic.data.locate import check_datasets_present
 from prismatic.data.obs_transforms import augment, decode_and_resize, over_window
+from prismatic.data.spec import DatasetSpec, Mixture, get_dataset_spec, resolve_mixture
 from prismatic.data.statistics import get_dataset_statistics
 from prismatic.normalization import NormalizationType
 
 log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
-SpecOrName = Any  # a DatasetSpec (from prismatic.data.spec) or a registered dataset name
 
 
 @dataclass(frozen=True)
@@ -141,50 +142,21 @@ def _sizes(size: Size | Mapping[str, Size], views: Sequence[str], flag: str) -> 
     return {v: (int(size[0]), int(size[1])) for v in views}
 
 
-def resolve_spec(spec: SpecOrName, spec_files: Sequence[str] = ()) -> Any:
-    if hasattr(spec, "standardize") and hasattr(spec, "name"):
-        return spec
-    from prismatic.data.spec import get_dataset_spec
-
-    return get_dataset_spec(str(spec), extra_files=spec_files)
-
-
-def resolve_mixture(
-    mixture: str | Sequence[tuple[SpecOrName, float]], spec_files: Sequence[str] = ()
-) -> list[tuple[Any, float]]:
-    """A named mixture or a single dataset name (via the spec registry), or explicit (dataset, weight) pairs."""
-    if isinstance(mixture, str):
-        from prismatic.data.spec import resolve_mixture as resolve_named
-
-        return list(resolve_named(mixture, extra_files=spec_files))
-    out, seen = [], set()
-    for entry, weight in mixture:
-        spec = resolve_spec(entry, spec_files)
-        if spec.name in seen:
-            raise DataError(f"Dataset {spec.name!r} appears more than once in the mixture; list it once")
-        if not isinstance(weight, (int, float)) or weight <= 0:
-            raise DataError(f"Weight of {spec.name!r} must be a positive number, got {weight!r}")
-        seen.add(spec.name)
-        out.append((spec, float(weight)))
-    if not out:
-        raise DataError("The data mixture is empty; give at least one (dataset, weight)")
-    return out
-
-
 # -- per-dataset trajectory pipeline ---------------------------------------------------------------------------------
 @dataclass
 class _Source:
-    spec: Any
+    spec: DatasetSpec
     builder: Any
     statistics: dict[str, Any]
     element_spec: Any
 
 
-def _open_sources(data_root: str | Path, specs: Sequence[Any], config: PipelineConfig) -> list[_Source]:
+def _open_sources(data_root: str | Path, specs: Sequence[DatasetSpec], config: PipelineConfig) -> list[_Source]:
     """Validate every dataset (paths, keys) first, then compute/load statistics (the expensive part)."""
+    check_datasets_present(data_root, [(spec.name, spec.version) for spec in specs])  # all absent ones at once
     opened = []
     for spec in specs:
-        builder = rlds.open_builder(data_root, spec.name, getattr(spec, "version", None))
+        builder = rlds.open_builder(data_root, spec.name, spec.version)
         probe = rlds.read_trajectories(builder, "all", shuffle=False, num_parallel_reads=1)
         std_spec = traj_transforms.standardize_and_check(spec, probe.element_spec)
         traj_transforms.check_restructure_keys(
@@ -244,7 +216,7 @@ def _base_trajectories(
     return ds
 
 
-def _check_not_empty(ds: tf.data.Dataset, spec: Any, config: PipelineConfig, split: str) -> None:
+def _check_not_empty(ds: tf.data.Dataset, spec: DatasetSpec, config: PipelineConfig, split: str) -> None:
     """Fail now (not as a silent endless loop inside `repeat`) if filtering removed everything."""
     for _ in ds.take(1):
         return
@@ -313,7 +285,7 @@ def _mixture_weights(
 # -- public builders -----------------------------------------------------------------------------------------
 def make_dataset(
     data_root: str | Path,
-    mixture: str | Sequence[tuple[SpecOrName, float]],
+    mixture: Mixture,
     config: PipelineConfig = PipelineConfig(),
     *,
     train: bool = True,
@@ -349,7 +321,7 @@ def make_dataset(
             ds.repeat(), config, train=train, seed=_seed(config.seed, rank, i, 1), threads=t
         )
         ds = rlds.flatten(ds, t)
-        chunk_filter = src.spec.build_chunk_filter() if hasattr(src.spec, "build_chunk_filter") else None
+        chunk_filter = src.spec.build_chunk_filter()
         if chunk_filter is not None:  # per-dataset frame filter on normalised chunks (e.g. DROID idle frames)
             ds = ds.filter(chunk_filter)
         frames.append(ds)
@@ -388,13 +360,13 @@ def make_dataset(
 
 def make_episodic_dataset(
     data_root: str | Path,
-    dataset: SpecOrName,
+    dataset: DatasetSpec | str,
     config: PipelineConfig = PipelineConfig(),
     *,
     train: bool = False,
 ) -> RLDSStream:
     """Whole trajectories in file order (no shuffle, no repeat, no augmentation), for evaluation/visualisation."""
-    spec = resolve_spec(dataset, config.spec_files)
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset, config.spec_files)
     (src,) = _open_sources(data_root, [spec], config)
     reads = config.traj_read_threads or tf.data.AUTOTUNE
     threads = config.traj_transform_threads or tf.data.AUTOTUNE

@@ -11,9 +11,7 @@ registered name is needed, and directories written by older tfds releases (OXE w
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from prismatic.data.errors import DataError
+from prismatic.data.locate import LAYOUT, find_dataset_dir
 
 log = logging.getLogger(__name__)
 
 Trajectory = dict[str, Any]
 AUTOTUNE = tf.data.AUTOTUNE
-LAYOUT = "<data_root>/<name>/<version>/dataset_info.json"
 
 # TF must never grab a GPU the torch side uses.
 try:
@@ -36,52 +34,7 @@ except RuntimeError:  # already initialised by someone else: nothing left to hid
     pass
 
 
-# -- locating datasets ----------------------------------------------------------------------------
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", version))
-
-
-def _versions(dataset_dir: Path) -> list[str]:
-    if not dataset_dir.is_dir():
-        return []
-    found = [d.name for d in dataset_dir.iterdir() if (d / "dataset_info.json").is_file()]
-    return sorted(found, key=_version_key)
-
-
-def list_datasets(data_root: str | Path) -> list[str]:
-    """Names of the datasets under `data_root` (folders holding `<version>/dataset_info.json`)."""
-    root = Path(data_root)
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and _versions(d))
-
-
-def find_dataset_dir(data_root: str | Path, name: str, version: str | None = None) -> Path:
-    """`<data_root>/<name>/<version>` (newest version present when `version` is None), validated."""
-    root = Path(data_root).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"Data root {str(root)!r} does not exist (set `data_root` / `--data-root`). "
-            f"Datasets are expected as {LAYOUT}."
-        )
-    versions = _versions(root / name)
-    if not versions:
-        present = list_datasets(root)
-        raise DataError(
-            f"Dataset {name!r} not found under data root {str(root)!r}: expected {LAYOUT} "
-            f"(i.e. {root / name}/<version>/dataset_info.json). Datasets present: "
-            f"{', '.join(present) if present else '(none)'}. Download or convert it there, or fix the name."
-        )
-    if version is None:
-        return root / name / versions[-1]
-    if version not in versions:
-        raise DataError(
-            f"Dataset {name!r} has no version {version!r} under {root / name}; versions present: "
-            f"{', '.join(versions)}. Fix the spec's `version` or leave it unset for the newest."
-        )
-    return root / name / version
-
-
+# -- locating datasets: prismatic.data.locate (no TensorFlow there) -----------------------------
 def open_builder(data_root: str | Path, name: str, version: str | None = None) -> tfds.core.DatasetBuilder:
     """A tfds builder for an RLDS dataset directory (no builder code or registration needed)."""
     path = find_dataset_dir(data_root, name, version)
@@ -221,7 +174,3 @@ def describe_keys(spec: Any, prefix: str = "") -> list[str]:
             out.extend(describe_keys(v, f"{prefix}{k}/"))
         return out
     return [prefix.rstrip("/")]
-
-
-def read_dataset_info(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "dataset_info.json").read_text())

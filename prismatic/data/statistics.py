@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prismatic.data.errors import DataError
+from prismatic.data.spec import STANDARDIZE_OPS, DatasetSpec, get_dataset_spec
 from prismatic.util.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -69,33 +70,29 @@ def summarize(values: np.ndarray) -> dict[str, list[float]]:
     }
 
 
-def _spec_text(spec: Any) -> str:
+def _spec_text(spec: DatasetSpec) -> str:
     """Everything about the spec that can change the standardised actions/proprio."""
-    if dataclasses.is_dataclass(spec):  # where a spec came from does not matter, what it says does
-        fields = {
-            f.name: getattr(spec, f.name)
-            for f in dataclasses.fields(spec)
-            if f.repr and f.name not in ("source", "description")
-        }
-        parts = [repr(sorted(fields.items(), key=lambda kv: kv[0]))]
-    else:
-        parts = [repr(spec)]
+    # Where a spec came from does not matter, what it says does.
+    fields = {
+        f.name: getattr(spec, f.name)
+        for f in dataclasses.fields(spec)
+        if f.repr and f.name not in ("source", "description")
+    }
+    parts = [repr(sorted(fields.items(), key=lambda kv: kv[0]))]
     # The code behind the ops can change too (a fixed standardisation must invalidate old statistics).
-    for call in getattr(spec, "ops", ()):
+    for call in spec.ops:
         try:
-            from prismatic.data.spec import STANDARDIZE_OPS
-
             parts.append(inspect.getsource(STANDARDIZE_OPS.get(call.name)))
-        except (ImportError, KeyError, TypeError, OSError):
+        except (KeyError, TypeError, OSError):
             pass
     try:
         parts.append(inspect.getsource(type(spec).standardize))
-    except (TypeError, OSError, AttributeError):
+    except (TypeError, OSError):
         pass
     return "\n".join(parts)
 
 
-def cache_key(builder: Any, spec: Any, *, load_proprio: bool, noop_filter: str) -> str:
+def cache_key(builder: Any, spec: DatasetSpec, *, load_proprio: bool, noop_filter: str) -> str:
     from prismatic.data.rlds import dataset_fingerprint
 
     text = "\n".join(
@@ -111,7 +108,7 @@ def cache_key(builder: Any, spec: Any, *, load_proprio: bool, noop_filter: str) 
 
 def compute_statistics(
     builder: Any,
-    spec: Any,
+    spec: DatasetSpec,
     *,
     load_proprio: bool,
     noop_filter: str,
@@ -174,7 +171,7 @@ def _default_cache_dir() -> Path:
 
 def get_dataset_statistics(
     builder: Any,
-    spec: Any,
+    spec: DatasetSpec,
     *,
     load_proprio: bool = False,
     noop_filter: str = "none",
@@ -257,7 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from prismatic.data.rlds import open_builder
-    from prismatic.data.spec import get_dataset_spec
 
     out = {}
     for name in args.dataset:

@@ -15,6 +15,7 @@ import tensorflow.experimental.numpy as tnp
 
 from prismatic.data.errors import DataError
 from prismatic.data.rlds import Trajectory, describe_keys, traj_length
+from prismatic.data.spec import DatasetSpec
 from prismatic.normalization import NormalizationType, normalize
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ NOOP_THRESHOLD = 1e-4  # the LIBERO regeneration script's threshold on ||movemen
 
 
 # -- restructuring ---------------------------------------------------------------------------------
-def standardize_and_check(spec: Any, element_spec: Mapping[str, Any]):
+def standardize_and_check(spec: DatasetSpec, element_spec: Mapping[str, Any]):
     """Trace `spec.standardize` once on the dataset's element spec, turning missing keys into DataError.
 
     Runs at pipeline construction (cheap: no data is read) so a wrong key fails before any real work.
@@ -50,7 +51,7 @@ def standardize_and_check(spec: Any, element_spec: Mapping[str, Any]):
 
 
 def check_restructure_keys(
-    spec: Any, std_spec: Mapping[str, Any], camera_views: Sequence[str], load_proprio: bool, load_depth: bool
+    spec: DatasetSpec, std_spec: Mapping[str, Any], camera_views: Sequence[str], load_proprio: bool, load_depth: bool
 ) -> None:
     """Validate, before reading data, every key the restructure step will look up."""
     obs_keys = sorted(std_spec["observation"])
@@ -93,7 +94,7 @@ def check_restructure_keys(
 def restructure(
     traj: Trajectory,
     *,
-    spec: Any,
+    spec: DatasetSpec,
     camera_views: Sequence[str],
     load_proprio: bool,
     load_depth: bool,
@@ -125,13 +126,9 @@ def restructure(
         "action": tf.cast(traj["action"], tf.float32),
         "dataset_name": tf.repeat(spec.name, length),
     }
-    absolute_mask = getattr(spec, "absolute_action_mask", None)
-    if absolute_mask is None and spec.action_mask is not None:
-        # Without an explicit one, the dimensions left unnormalised (the gripper) are the absolute ones.
-        absolute_mask = [not m for m in spec.action_mask]
-    if absolute_mask is not None:
-        # Absolute dimensions repeat past the goal instead of becoming a zero (no-motion) delta.
-        out["absolute_action_mask"] = tf.tile(tf.constant(absolute_mask, tf.bool)[None], [length, 1])
+    # Absolute dimensions (the gripper) repeat past the goal instead of becoming a zero (no-motion) delta.
+    absolute = tf.constant(spec.absolute_action_mask, tf.bool)
+    out["absolute_action_mask"] = tf.tile(absolute[None], [length, 1])
     return out
 
 

@@ -385,19 +385,22 @@ def test_spec_constructor_lists_every_problem():
 
 def test_loading_specs_does_not_need_tensorflow(monkeypatch):
     """Reading specs and mixtures (e.g. at inference, for masks) must not import TensorFlow: the only
-    route to it in spec.py is the lazy proxy, so make that route fail and load everything."""
-    import prismatic.data.spec as spec_module
+    route to it in the spec package is the lazy proxy in ops.py, so make that route fail and load
+    everything."""
+    import importlib
 
-    real_import = spec_module.importlib.import_module
+    import prismatic.data.spec as spec_package
+
+    real_import = importlib.import_module
 
     def no_tf(name, *args):
         if name.startswith("tensorflow"):
             raise AssertionError("TensorFlow imported while loading specs")
         return real_import(name, *args)
 
-    monkeypatch.setattr(spec_module.importlib, "import_module", no_tf)
-    spec_module.shipped_specs.cache_clear()
+    monkeypatch.setattr(importlib, "import_module", no_tf)
+    spec_package.shipped_specs.cache_clear()
     try:
-        assert len(spec_module.resolve_mixture("oxe_magic_soup_plus")) == 27
+        assert len(spec_package.resolve_mixture("oxe_magic_soup_plus")) == 27
     finally:
-        spec_module.shipped_specs.cache_clear()
+        spec_package.shipped_specs.cache_clear()

@@ -1,56 +1,27 @@
-"""Dataset specs: one declarative description per RLDS dataset, loaded from YAML and validated.
+"""Standardisation ops: the named steps that turn a raw RLDS trajectory into the canonical one.
 
-A spec says which observation keys hold the cameras, depth maps and proprioception, which state /
-action encoding the dataset uses, and how to *standardise* a raw trajectory into the canonical form
-the rest of the pipeline expects: `traj["action"]` a float32 `[T, 7]` (EEF xyz delta, rpy delta,
-gripper with 1 = open, 0 = closed) plus any derived observation keys (`EEF_state`, `gripper_state`).
+Canonical form: `traj["action"]` a float32 `[T, 7]` (EEF xyz delta, rpy delta, gripper with 1 = open,
+0 = closed) plus any derived observation keys (`EEF_state`, `gripper_state`). A dataset spec lists ops
+by name with arguments (`- clip: {min: 0, max: 1}`); each name is a factory registered in
+`STANDARDIZE_OPS` that validates its arguments eagerly (raising ValueError, so a bad YAML entry fails
+at load time) and returns a `traj -> traj` function built from TensorFlow ops, which runs both eagerly
+and inside `tf.data.Dataset.map`. The ops here cover all 70 OXE datasets; a dataset that truly needs
+custom code registers one more with `@STANDARDIZE_OPS.register("name")` and names it from YAML
+(docs/datasets.md). `CHUNK_FILTERS` holds the per-frame filters applied after normalisation.
 
-Standardisation is a short list of *named ops* with arguments, each a factory registered in
-`STANDARDIZE_OPS` that returns a `traj -> traj` function built from TensorFlow ops (so it runs both
-eagerly and inside `tf.data.Dataset.map`). The ops here cover all 70 OXE datasets; a dataset that
-truly needs custom code registers one more op with `@STANDARDIZE_OPS.register("name")` and names it
-from YAML, instead of writing a whole per-dataset standardisation function (docs/datasets.md).
-
-Trajectory paths are `/`-separated ("observation/state", "action/world_vector"). Some RLDS datasets
-have keys that contain "/" themselves (kuka's "clip_function_input/base_pose_tool_reached", bc_z's
-"future/xyz_residual"); a path is matched greedily against the keys that exist, so those work as is.
-
-YAML format (one file = a mapping from dataset name to entry; see `configs/datasets/example_custom.yaml`):
-
-    my_dataset:
-      image_obs_keys: {primary: image, wrist: wrist_image}
-      proprio_obs_keys: [EEF_state, null, gripper_state]
-      state_encoding: pos_euler
-      action_encoding: eef_pos
-      standardize:
-        - invert_gripper: {}
-        - slice: {src: observation/state, dest: observation/EEF_state, stop: 6}
+TensorFlow is imported on first use only: reading specs (names, masks, encodings) must not need it.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
-import inspect
-import logging
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import yaml
-
-from prismatic.data.errors import DataError
-from prismatic.normalization import NormalizationType
+from prismatic.data.spec.paths import Traj, TrajFn, copy_dicts, get_path, map_steps, pop_path, set_path
 from prismatic.util.registry import Registry
-
-log = logging.getLogger(__name__)
-
-Traj = dict[str, Any]
-TrajFn = Callable[[Traj], Traj]
 
 
 class _LazyTensorFlow:
@@ -64,7 +35,7 @@ class _LazyTensorFlow:
 tf: Any = _LazyTensorFlow()
 
 
-def _no_autograph(fn: Callable) -> Callable:
+def no_autograph(fn: Callable) -> Callable:
     """Mark `fn` so tf.data / tf.function call it as plain Python instead of AutoGraph-converting it.
 
     The ops only rearrange Python dicts of tensors (no data-dependent Python control flow), so
@@ -82,123 +53,10 @@ def _traj_op(fn: TrajFn) -> TrajFn:
 
     @functools.wraps(fn)
     def wrapper(traj: Traj) -> Traj:
-        return fn(_copy_dicts(traj))
+        return fn(copy_dicts(traj))
 
-    return _no_autograph(wrapper)
+    return no_autograph(wrapper)
 
-
-# ----------------------------------------------------------------------------------------------------
-# Encodings (the original's StateEncoding / ActionEncoding, as lower-case names)
-# ----------------------------------------------------------------------------------------------------
-
-STATE_ENCODINGS = ("none", "pos_euler", "pos_quat", "joint", "joint_bimanual")
-ACTION_ENCODINGS = ("eef_pos", "joint_pos", "joint_pos_bimanual", "eef_r6")
-
-# Action width after standardisation, and which dimensions are absolute (the gripper) rather than
-# deltas. Absolute dimensions are left unnormalised by default and repeated (not zeroed) when padding
-# beyond the end of a trajectory.
-ACTION_DIMS = {"eef_pos": 7, "eef_r6": 10, "joint_pos": 8, "joint_pos_bimanual": 14}
-_ABSOLUTE_DIMS = {
-    "eef_pos": (6,),
-    "eef_r6": (9,),
-    "joint_pos": (7,),
-    "joint_pos_bimanual": (6, 13),
-}
-# The original trains only on end-effector actions (it skips other datasets with a warning); we refuse
-# them in mixtures loudly instead.
-TRAINABLE_ACTION_ENCODINGS = ("eef_pos", "eef_r6")
-
-CAMERAS = ("primary", "secondary", "wrist")
-
-
-class SpecError(DataError):
-    """A dataset spec, mixture or YAML file is invalid; `problems` lists every problem found."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        self.problems = list(problems) or [message]
-        super().__init__(message)
-
-
-class UnknownNameError(SpecError, KeyError):
-    """An unknown dataset or mixture name (a KeyError too, for `except KeyError` callers)."""
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return self.args[0]
-
-
-class MissingKeyError(SpecError, KeyError):
-    """A standardize op named a trajectory entry the dataset does not have."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def _suggest(name: str, choices: Sequence[str], n: int = 5) -> str:
-    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
-    return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Trajectory paths
-# ----------------------------------------------------------------------------------------------------
-
-
-def _locate(traj: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], str]:
-    """(parent dict, key) that `path` names; matches the longest existing key at each level so that
-    keys containing "/" work. A path that does not exist yet names a new key under the deepest dict."""
-    parts = path.split("/")
-    node, i = traj, 0
-    while True:
-        for j in range(len(parts), i, -1):
-            key = "/".join(parts[i:j])
-            if key not in node:
-                continue
-            if j == len(parts):
-                return node, key
-            if isinstance(node[key], Mapping):
-                node, i = node[key], j
-                break
-        else:
-            return node, "/".join(parts[i:])
-
-
-def get_path(traj: Mapping[str, Any], path: str) -> Any:
-    parent, key = _locate(traj, path)
-    if key not in parent:
-        raise KeyError(
-            f"no entry {path!r} in the trajectory (at that level there are: {', '.join(sorted(parent))}); "
-            "check the key names in the dataset spec against the dataset's features"
-        )
-    return parent[key]
-
-
-def set_path(traj: Traj, path: str, value: Any) -> None:
-    parent, key = _locate(traj, path)
-    parent[key] = value  # type: ignore[index]
-
-
-def pop_path(traj: Traj, path: str) -> Any:
-    get_path(traj, path)  # for the error message
-    parent, key = _locate(traj, path)
-    return parent.pop(key)  # type: ignore[attr-defined]
-
-
-def _copy_dicts(tree: Any) -> Any:
-    """Copy the nested dicts (not the tensors) so ops never mutate the caller's trajectory."""
-    return {k: _copy_dicts(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
-
-
-def _map_steps(traj: Traj, fn: Callable[[Any], Any]) -> Traj:
-    """Apply `fn` to every tensor of the trajectory. All leaves share the time axis (the reader
-    broadcasts episode metadata to every step under "traj_metadata"), so dropping steps must cut
-    them all alike; scalars are left alone."""
-
-    def rec(x: Any) -> Any:
-        if isinstance(x, Mapping):
-            return {k: rec(v) for k, v in x.items()}
-        return x if getattr(x, "shape", None) is not None and x.shape.rank == 0 else fn(x)
-
-    return rec(traj)
 
 
 def _last_dim(x: Any, what: str) -> int:
@@ -596,7 +454,7 @@ def drop_steps(first: int = 0, last: int = 0) -> TrajFn:
 
     @_traj_op
     def fn(traj: Traj) -> Traj:
-        return _map_steps(traj, lambda x: x[first : (-last if last else None)])
+        return map_steps(traj, lambda x: x[first : (-last if last else None)])
 
     return fn
 
@@ -613,7 +471,7 @@ def relabel_bridge_actions(state_key: str = "observation/state", dims: int = 6) 
         state = _as_float(get_path(traj, state_key))[:, :dims]
         moved = state[1:] - state[:-1]
         gripper = _as_float(traj["action"])[:-1, -1:]
-        traj = _map_steps(traj, lambda x: x[:-1])
+        traj = map_steps(traj, lambda x: x[:-1])
         traj["action"] = tf.concat([moved, gripper], axis=-1)
         return traj
 
@@ -683,7 +541,7 @@ def nonzero_normalized_action(q01: list[float], q99: list[float], tol: float = 1
             f"`q01` and `q99` must be non-empty and of equal length, got {len(q01)} and {len(q99)}"
         )
 
-    @_no_autograph
+    @no_autograph
     def keep(traj: Traj) -> Any:
         low, high = tf.constant(q01, tf.float32), tf.constant(q99, tf.float32)
         zero = 2.0 * (0.0 - low) / (high - low + 1e-8) - 1.0
@@ -691,75 +549,6 @@ def nonzero_normalized_action(q01: list[float], q99: list[float], tol: float = 1
         return tf.reduce_any(tf.abs(action - zero) > tol)
 
     return keep
-
-
-# ----------------------------------------------------------------------------------------------------
-# Op calls and argument checking
-# ----------------------------------------------------------------------------------------------------
-
-
-def _type_ok(value: Any, annotation: Any) -> bool:
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin in (list, Sequence, tuple):
-        (item,) = typing.get_args(annotation)[:1] or (Any,)
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if origin in (dict, Mapping):
-        args = typing.get_args(annotation) or (Any, Any)
-        return isinstance(value, Mapping) and all(_type_ok(v, args[1]) for v in value.values())
-    return isinstance(value, annotation) if isinstance(annotation, type) else True
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
-
-
-def check_call(registry: Registry, name: str, args: Mapping[str, Any]) -> list[str]:
-    """Every problem with calling `registry[name](**args)`: unknown op, unknown / missing / mistyped
-    arguments, or a ValueError from the factory itself."""
-    if name not in registry:
-        return [
-            f"unknown {registry.what} {name!r}; {_suggest(name, registry.names())}choose one of: {', '.join(registry.names())}"
-        ]
-    factory = registry.get(name)
-    params = inspect.signature(factory).parameters
-    hints = typing.get_type_hints(factory)
-    usage = ", ".join(
-        f"{p}: {_type_name(hints.get(p, Any))}"
-        + ("" if q.default is inspect.Parameter.empty else f" = {q.default!r}")
-        for p, q in params.items()
-    )
-    problems = []
-    for arg in sorted(set(args) - set(params)):
-        problems.append(
-            f"{name}: unknown argument {arg!r}; {_suggest(arg, list(params))}arguments are ({usage})"
-        )
-    for p, q in params.items():
-        if q.default is inspect.Parameter.empty and p not in args:
-            problems.append(f"{name}: missing required argument {p!r}; arguments are ({usage})")
-        elif p in args and not _type_ok(args[p], hints.get(p, Any)):
-            problems.append(
-                f"{name}: argument {p!r} must be {_type_name(hints.get(p, Any))}, got {args[p]!r}"
-            )
-    if not problems:
-        try:
-            factory(**args)
-        except (ValueError, TypeError) as e:
-            problems.append(f"{name}: {e}")
-    return problems
 
 
 @dataclass(frozen=True)
@@ -775,450 +564,3 @@ class OpCall:
     def __str__(self) -> str:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.args.items())})"
 
-
-# ----------------------------------------------------------------------------------------------------
-# DatasetSpec
-# ----------------------------------------------------------------------------------------------------
-
-
-def default_action_mask(action_encoding: str) -> tuple[bool, ...]:
-    """Normalise every action dimension except the absolute ones (the gripper)."""
-    absolute = _ABSOLUTE_DIMS[action_encoding]
-    return tuple(i not in absolute for i in range(ACTION_DIMS[action_encoding]))
-
-
-def _field_problems(f: Mapping[str, Any]) -> list[str]:
-    """Every problem with the spec fields present in `f`, each as "key 'k': what is wrong; choices".
-    Shared by DatasetSpec (all fields) and the YAML loader (the fields that parsed), so one pass
-    reports everything."""
-    out = []
-    for attr in ("image_obs_keys", "depth_obs_keys"):
-        mapping = f.get(attr) or {}
-        for cam in sorted(set(mapping) - set(CAMERAS), key=str):
-            out.append(
-                f"key '{attr}': unknown camera {cam!r}; {_suggest(str(cam), CAMERAS)}choose from: {', '.join(CAMERAS)}"
-            )
-        for cam, key in mapping.items():
-            if key is not None and not isinstance(key, str):
-                out.append(f"key '{attr}.{cam}': must be an observation key (string) or null, got {key!r}")
-    for k in f.get("proprio_obs_keys") or ():
-        if k is not None and not isinstance(k, str):
-            out.append(
-                f"key 'proprio_obs_keys': entries must be observation keys or null (zero pad), got {k!r}"
-            )
-    if "state_encoding" in f and f["state_encoding"] not in STATE_ENCODINGS:
-        out.append(
-            f"key 'state_encoding': unknown value {f['state_encoding']!r}; choose one of: {', '.join(STATE_ENCODINGS)}"
-        )
-    enc = f.get("action_encoding")
-    if "action_encoding" in f and enc not in ACTION_ENCODINGS:
-        out.append(
-            f"key 'action_encoding': unknown value {enc!r}; choose one of: {', '.join(ACTION_ENCODINGS)}"
-        )
-    elif f.get("action_mask") is not None and enc in ACTION_ENCODINGS:
-        mask, dim = f["action_mask"], ACTION_DIMS[enc]
-        if len(mask) != dim or not all(isinstance(m, bool) for m in mask):
-            out.append(
-                f"key 'action_mask': needs {dim} booleans for action_encoding {enc!r} (True = normalise), "
-                f"got {list(mask)!r}; e.g. {list(default_action_mask(enc))}"
-            )
-    if "normalization_type" in f and not isinstance(f["normalization_type"], NormalizationType):
-        out.append(
-            f"key 'normalization_type': choose one of: {', '.join(t.value for t in NormalizationType)}"
-        )
-    if "language_key" in f and (not isinstance(f["language_key"], str) or not f["language_key"]):
-        out.append(f"key 'language_key': must be a non-empty string, got {f['language_key']!r}")
-    if f.get("version") is not None and not isinstance(f["version"], str):
-        out.append(
-            f"key 'version': must be a version string like '1.0.0' (quote it in YAML), got {f['version']!r}"
-        )
-    for i, op in enumerate(f.get("ops") or ()):
-        out += [f"key 'standardize[{i}]': {p}" for p in check_call(STANDARDIZE_OPS, op.name, op.args)]
-    if f.get("chunk_filter") is not None:
-        call = f["chunk_filter"]
-        out += [f"key 'chunk_filter': {p}" for p in check_call(CHUNK_FILTERS, call.name, call.args)]
-    return out
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything the pipeline needs to know about one RLDS dataset (see module docstring)."""
-
-    name: str
-    image_obs_keys: dict[str, str | None]
-    depth_obs_keys: dict[str, str | None]
-    proprio_obs_keys: tuple[str | None, ...] | None
-    state_encoding: str
-    action_encoding: str
-    language_key: str = "language_instruction"
-    normalization_type: NormalizationType = NormalizationType.BOUNDS_Q99
-    action_mask: tuple[bool, ...] | None = None  # None -> default for the action encoding
-    version: str | None = None
-    source: str = "builtin:oxe"
-    ops: tuple[OpCall, ...] = ()
-    chunk_filter: OpCall | None = None  # a CHUNK_FILTERS entry, applied after normalisation
-    description: str = ""
-    _fns: tuple[TrajFn, ...] = field(default=(), init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        set_ = functools.partial(object.__setattr__, self)
-        set_(
-            "image_obs_keys",
-            {c: dict(self.image_obs_keys).get(c) for c in CAMERAS} | dict(self.image_obs_keys),
-        )
-        set_(
-            "depth_obs_keys",
-            {c: dict(self.depth_obs_keys).get(c) for c in CAMERAS} | dict(self.depth_obs_keys),
-        )
-        if self.proprio_obs_keys is not None:
-            set_("proprio_obs_keys", tuple(self.proprio_obs_keys))
-        set_("ops", tuple(self.ops))
-        problems = _field_problems({f.name: getattr(self, f.name) for f in fields(self)})
-        if problems:
-            raise SpecError(
-                f"Invalid dataset spec {self.name!r} ({self.source}):\n  - " + "\n  - ".join(problems),
-                problems,
-            )
-        if self.action_mask is None:
-            set_("action_mask", default_action_mask(self.action_encoding))
-        else:
-            set_("action_mask", tuple(self.action_mask))
-        set_("_fns", tuple(op.build() for op in self.ops))
-
-    # --- derived facts the pipeline needs ---------------------------------------------------------
-
-    @property
-    def action_dim(self) -> int:
-        return ACTION_DIMS[self.action_encoding]
-
-    @property
-    def absolute_action_mask(self) -> tuple[bool, ...]:
-        """True for absolute dims (the gripper): padding past the trajectory end repeats them instead of
-        using 0 (a "no motion" delta)."""
-        return tuple(i in _ABSOLUTE_DIMS[self.action_encoding] for i in range(self.action_dim))
-
-    @property
-    def trainable(self) -> bool:
-        return self.action_encoding in TRAINABLE_ACTION_ENCODINGS
-
-    @property
-    def tfds_name(self) -> str:
-        """The `name` or `name:version` string tfds.builder expects."""
-        return f"{self.name}:{self.version}" if self.version else self.name
-
-    def build_chunk_filter(self) -> Callable[[Traj], Any] | None:
-        return self.chunk_filter.build(CHUNK_FILTERS) if self.chunk_filter is not None else None
-
-    @_no_autograph
-    def standardize(self, traj: Traj) -> Traj:
-        """Raw RLDS trajectory (steps batched on axis 0) -> same dict with the canonical float32 action.
-
-        Works eagerly and inside `tf.data.Dataset.map`; the input dict is not modified.
-        """
-        traj = _copy_dicts(traj)
-        for op, fn in zip(self.ops, self._fns):
-            try:
-                traj = fn(traj)
-            except (KeyError, ValueError) as e:
-                msg = f"dataset {self.name!r} ({self.source}), standardize op {op}: {e.args[0] if e.args else e}"
-                raise (MissingKeyError if isinstance(e, KeyError) else SpecError)(msg) from e
-        action = traj.get("action")
-        if isinstance(action, Mapping):
-            raise SpecError(
-                f"dataset {self.name!r}: after standardize, 'action' is still a dict (keys {sorted(action)}); "
-                "add a `concat` op that assembles the action vector from its parts"
-            )
-        action = tf.cast(action, tf.float32)
-        if (
-            action.shape.rank is not None
-            and action.shape[-1] is not None
-            and action.shape[-1] != self.action_dim
-        ):
-            raise SpecError(
-                f"dataset {self.name!r}: standardize produced actions of width {action.shape[-1]}, but "
-                f"action_encoding {self.action_encoding!r} needs {self.action_dim}; fix the `standardize` ops"
-            )
-        traj["action"] = action
-        if self.language_key not in traj:
-            raise MissingKeyError(
-                f"dataset {self.name!r}: no {self.language_key!r} entry after standardize (top-level keys: "
-                f"{', '.join(sorted(traj))}); add a `copy` op or set `language_key`"
-            )
-        return traj
-
-
-# ----------------------------------------------------------------------------------------------------
-# YAML loading
-# ----------------------------------------------------------------------------------------------------
-
-ENTRY_KEYS = {
-    "image_obs_keys": "mapping camera -> observation key or null (cameras: primary, secondary, wrist)",
-    "depth_obs_keys": "mapping camera -> observation key or null (optional)",
-    "proprio_obs_keys": "list of observation keys or null (zero pad), or null for no proprio",
-    "state_encoding": f"one of {', '.join(STATE_ENCODINGS)}",
-    "action_encoding": f"one of {', '.join(ACTION_ENCODINGS)}",
-    "language_key": "string (default language_instruction)",
-    "normalization_type": f"one of {', '.join(t.value for t in NormalizationType)} (default bounds_q99)",
-    "action_mask": "list of booleans, one per action dimension (default: all but the gripper)",
-    "version": "tfds version string, e.g. '1.0.0' (default: newest present)",
-    "standardize": "list of ops, each `- op_name: {arg: value}` or a bare `- op_name`",
-    "chunk_filter": "one filter, `{filter_name: {arg: value}}`",
-    "description": "free text",
-}
-REQUIRED_KEYS = ("image_obs_keys", "proprio_obs_keys", "state_encoding", "action_encoding")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys: plain PyYAML silently keeps the last one, which would
-    hide a copy-pasted dataset entry."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}; each key may appear once", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _parse_call(raw: Any, what: str) -> tuple[OpCall | None, str | None]:
-    """`name`, `{name: {args}}` or `{name: null}` -> OpCall, or an error message."""
-    if isinstance(raw, str):
-        return OpCall(raw, {}), None
-    if isinstance(raw, Mapping) and len(raw) == 1:
-        ((name, args),) = raw.items()
-        if args is None:
-            args = {}
-        if isinstance(name, str) and isinstance(args, Mapping):
-            return OpCall(name, dict(args)), None
-    return None, f"must be `{what}` or `{what}: {{arg: value, ...}}` (one name per list item), got {raw!r}"
-
-
-def _entry_to_spec(name: str, raw: Any, source: str) -> tuple[DatasetSpec | None, list[str]]:
-    if not isinstance(raw, Mapping):
-        return None, [f"entry must be a mapping of keys ({', '.join(ENTRY_KEYS)}), got {type(raw).__name__}"]
-    problems = []
-    for key in sorted(set(raw) - set(ENTRY_KEYS), key=str):
-        problems.append(
-            f"key {key!r}: unknown key; {_suggest(str(key), list(ENTRY_KEYS))}valid keys: {', '.join(ENTRY_KEYS)}"
-        )
-    for key in REQUIRED_KEYS:
-        if key not in raw:
-            problems.append(f"key {key!r}: missing (required; {ENTRY_KEYS[key]})")
-    kwargs: dict[str, Any] = {"name": name, "source": source}
-    kwargs["depth_obs_keys"] = {}
-    for key in ("image_obs_keys", "depth_obs_keys"):
-        if key in raw:
-            value = {} if raw[key] is None else raw[key]
-            if not isinstance(value, Mapping):
-                problems.append(f"key {key!r}: must be a {ENTRY_KEYS[key]}, got {value!r}")
-            else:
-                kwargs[key] = dict(value)
-    if "proprio_obs_keys" in raw:
-        value = raw["proprio_obs_keys"]
-        if value is not None and not isinstance(value, list):
-            problems.append(
-                f"key 'proprio_obs_keys': must be a {ENTRY_KEYS['proprio_obs_keys']}, got {value!r}"
-            )
-        else:
-            kwargs["proprio_obs_keys"] = value
-    for key in ("state_encoding", "action_encoding", "language_key", "description"):
-        if key in raw:
-            if not isinstance(raw[key], str):
-                problems.append(f"key {key!r}: must be a string ({ENTRY_KEYS[key]}), got {raw[key]!r}")
-            else:
-                kwargs[key] = raw[key].lower() if key.endswith("encoding") else raw[key]
-    if "version" in raw:
-        if raw["version"] is not None and not isinstance(raw["version"], str):
-            problems.append(
-                f"key 'version': must be a quoted version string like '1.0.0', got {raw['version']!r}"
-            )
-        else:
-            kwargs["version"] = raw["version"]
-    if "normalization_type" in raw:
-        try:
-            kwargs["normalization_type"] = NormalizationType.parse(
-                raw["normalization_type"], "normalization_type"
-            )
-        except ValueError as e:
-            problems.append(f"key 'normalization_type': {e}")
-    if raw.get("action_mask") is not None:
-        if not isinstance(raw["action_mask"], list):
-            problems.append(
-                f"key 'action_mask': must be a {ENTRY_KEYS['action_mask']}, got {raw['action_mask']!r}"
-            )
-        else:
-            kwargs["action_mask"] = tuple(raw["action_mask"])
-    ops = raw.get("standardize") or []
-    if not isinstance(ops, list):
-        problems.append(f"key 'standardize': must be a {ENTRY_KEYS['standardize']}, got {ops!r}")
-        ops = []
-    calls = []
-    for i, item in enumerate(ops):
-        call, err = _parse_call(item, "op_name")
-        if err:
-            problems.append(f"key 'standardize[{i}]': {err}")
-        else:
-            calls.append(call)
-    kwargs["ops"] = tuple(calls)
-    if raw.get("chunk_filter") is not None:
-        call, err = _parse_call(raw["chunk_filter"], "filter_name")
-        if err:
-            problems.append(f"key 'chunk_filter': {err}")
-        else:
-            kwargs["chunk_filter"] = call
-    problems += _field_problems(kwargs)  # the values of the fields that parsed
-    if problems:
-        return None, problems
-    try:
-        return DatasetSpec(**kwargs), []
-    except SpecError as e:
-        return None, e.problems
-
-
-def load_dataset_specs(path: str | Path, source: str | None = None) -> dict[str, DatasetSpec]:
-    """Load and validate one YAML file (mapping dataset name -> entry). Raises `SpecError` listing every
-    problem in the file, each naming the file, the dataset, the key and the valid choices."""
-    path = Path(path)
-    where = source or str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"Cannot read dataset spec file {path}: {e}") from e
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{path}: must be a mapping from dataset name to entry, got {type(data).__name__}")
-    specs, problems = {}, []
-    for name, raw in data.items():
-        if not isinstance(name, str) or not name:
-            problems.append(f"{path}: dataset name {name!r} must be a non-empty string")
-            continue
-        spec, errs = _entry_to_spec(name, raw, where)
-        problems += [f"{path}: dataset {name!r}: {err}" for err in errs]
-        if spec is not None:
-            specs[name] = spec
-    if problems:
-        raise SpecError(
-            f"{len(problems)} problem(s) in dataset spec file {path}:\n  - " + "\n  - ".join(problems),
-            problems,
-        )
-    return specs
-
-
-# ----------------------------------------------------------------------------------------------------
-# Lookup: builtins + shipped configs + user files
-# ----------------------------------------------------------------------------------------------------
-
-BUILTIN_SPECS_FILE = Path(__file__).parent / "oxe" / "datasets.yaml"
-# Example / extra configs shipped in the repository checkout (absent from an installed wheel).
-REPO_CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs" / "datasets"
-
-
-@functools.lru_cache(maxsize=1)
-def shipped_specs() -> dict[str, DatasetSpec]:
-    """The OXE builtins plus `configs/datasets/*.yaml`; a name defined twice is an error."""
-    specs = load_dataset_specs(BUILTIN_SPECS_FILE, source="builtin:oxe")
-    files = sorted(REPO_CONFIGS_DIR.glob("*.yaml")) if REPO_CONFIGS_DIR.is_dir() else []
-    for f in files:
-        for name, spec in load_dataset_specs(f).items():
-            if name in specs:
-                raise SpecError(
-                    f"dataset {name!r} is defined both in {specs[name].source} and in {f}; rename one"
-                )
-            specs[name] = spec
-    return specs
-
-
-def all_dataset_specs(extra_files: Sequence[str | Path] = ()) -> dict[str, DatasetSpec]:
-    """Shipped specs, then user files in order; a user entry replaces a shipped one of the same name
-    (logged), which is how one points a builtin at a different version or key layout."""
-    specs = dict(shipped_specs())
-    for f in extra_files:
-        for name, spec in load_dataset_specs(f).items():
-            if name in specs:
-                log.warning("dataset spec %r from %s replaces the one from %s", name, f, specs[name].source)
-            specs[name] = spec
-    return specs
-
-
-def _unknown_dataset(name: str, known: Sequence[str]) -> UnknownNameError:
-    return UnknownNameError(
-        f"Unknown dataset {name!r}; {_suggest(name, known)}known datasets: {', '.join(sorted(known))}. "
-        "To add one, write a YAML entry (see configs/datasets/example_custom.yaml) and pass its file."
-    )
-
-
-def get_dataset_spec(name: str, extra_files: Sequence[str | Path] = ()) -> DatasetSpec:
-    specs = all_dataset_specs(extra_files)
-    if name not in specs:
-        raise _unknown_dataset(name, list(specs))
-    return specs[name]
-
-
-def get_mixture(name: str) -> list[tuple[str, float]]:
-    """A named mixture: (dataset name, sampling weight) pairs."""
-    from prismatic.data.oxe.mixtures import MIXTURES
-
-    if name not in MIXTURES:
-        raise UnknownNameError(
-            f"Unknown mixture {name!r}; {_suggest(name, list(MIXTURES))}known mixtures: {', '.join(sorted(MIXTURES))}"
-        )
-    return list(MIXTURES[name])
-
-
-def resolve_mixture(
-    name_or_dataset: str, extra_files: Sequence[str | Path] = ()
-) -> list[tuple[DatasetSpec, float]]:
-    """A mixture name, or a single dataset name (weight 1.0) -> (spec, weight) pairs.
-
-    Unlike the original, nothing is dropped silently: every dataset must have a spec, appear once and
-    have an end-effector action encoding, else one error lists every offending name.
-    """
-    from prismatic.data.oxe.mixtures import MIXTURES
-
-    specs = all_dataset_specs(extra_files)
-    if name_or_dataset in MIXTURES:
-        entries = get_mixture(name_or_dataset)
-    elif name_or_dataset in specs:
-        entries = [(name_or_dataset, 1.0)]
-    else:
-        known = sorted(set(MIXTURES) | set(specs))
-        raise UnknownNameError(
-            f"{name_or_dataset!r} is neither a mixture nor a dataset; {_suggest(name_or_dataset, known)}"
-            f"mixtures: {', '.join(sorted(MIXTURES))}; datasets: {', '.join(sorted(specs))}"
-        )
-    names = [n for n, _ in entries]
-    problems = [
-        f"{n!r} is not a known dataset ({_suggest(n, list(specs)) or 'no close match'})"
-        for n in names
-        if n not in specs
-    ]
-    problems += [f"{n!r} appears more than once" for n in sorted({n for n in names if names.count(n) > 1})]
-    problems += [
-        f"weight of {n!r} must be a positive number, got {w!r}"
-        for n, w in entries
-        if not (isinstance(w, (int, float)) and w > 0)
-    ]
-    problems += [
-        f"{n!r} has action_encoding {specs[n].action_encoding!r}; training needs one of {', '.join(TRAINABLE_ACTION_ENCODINGS)}"
-        for n in names
-        if n in specs and not specs[n].trainable
-    ]
-    if problems:
-        raise SpecError(
-            f"Cannot resolve {name_or_dataset!r}:\n  - "
-            + "\n  - ".join(problems)
-            + "\nAdd spec files for missing datasets (extra_files=...) or fix the mixture.",
-            problems,
-        )
-    return [(specs[n], float(w)) for n, w in entries]
