@@ -4,17 +4,19 @@ LIBERO support lives in `prismatic.eval.libero` (optional extra `prismatic[liber
 when asked for, e.g. through `make_env_factory("libero", suite=...)`.
 """
 
-from prismatic.eval.harness import (
+from prismatic.eval.env import (
     ENV_FACTORIES,
     EnvFactory,
-    EpisodeRecord,
     EvalEnv,
-    EvalResults,
     EvalTask,
     GymEnvAdapter,
     GymEnvFactory,
-    ResumeError,
     Step,
+)
+from prismatic.eval.harness import (
+    EpisodeRecord,
+    EvalResults,
+    ResumeError,
     make_env_factory,
     run_episode,
     run_evaluation,

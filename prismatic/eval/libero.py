@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from prismatic.eval.harness import EvalTask, Step
+from prismatic.eval.env import EvalTask, Step
 from prismatic.eval.policy import Observation
 
 log = logging.getLogger(__name__)

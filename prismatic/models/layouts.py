@@ -1,4 +1,4 @@
-"""The two checkpoint layouts and the one mapping between them.
+"""The two checkpoint layouts and the one mapping between them (used by loading, saving and training).
 
 - Hugging Face layout (what `save_pretrained` writes, as in the official openvla-7b repository):
   flat names `vision_backbone.featurizer.*`, `vision_backbone.fused_featurizer.*`,
@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from prismatic.models.vision.backbones import VISION_BACKBONES
+
+if TYPE_CHECKING:
+    from prismatic.models.configuration import OpenVLAConfig
+    from prismatic.models.modeling import OpenVLAForActionPrediction
 
 # Native names of each featurizer, by backbone family (the original's attribute names).
 _NATIVE_FEATURIZER_NAMES = {
@@ -33,6 +38,9 @@ _HF_FEATURIZER_NAMES = ("featurizer", "fused_featurizer")
 # original's projector modules hold as their `projector` attribute.
 _PROJECTOR_NATIVE = {"fc1": "0", "fc2": "2", "fc3": "4"}
 _PROJECTOR_PREFIX = "projector."
+# Config fields that are not architecture (kept out of the native `model` section).
+NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype",
+                   "quantization_config")  # fmt: skip
 
 
 def native_featurizer_names(vision_backbone_id: str) -> tuple[str, ...]:
@@ -108,3 +116,17 @@ def native_to_hf(
             raise KeyError(f"unexpected LLM key {key!r}: native LLM keys start with 'llm.'")
         out[f"language_model.{key[len('llm.'):]}"] = tensor
     return out
+
+
+def hf_state_to_native(model: OpenVLAForActionPrediction) -> dict[str, dict[str, torch.Tensor]]:
+    """An HF-layout model's weights in the native layout (what `checkpoints/*.pt` hold under "model")."""
+    cfg = model.config
+    return hf_to_native(model.state_dict(), cfg.vision_backbone_id, cfg.projector_type)
+
+
+def native_arch_section(config: OpenVLAConfig) -> dict[str, Any]:
+    """The `model` section of a native config.json: the architecture, no statistics."""
+    d = config.to_dict()
+    for key in NON_ARCH_FIELDS:
+        d.pop(key, None)
+    return d

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoTokenizer
 
 from prismatic.models.configuration import OpenVLAConfig
-from prismatic.models.layouts import hf_to_native, native_to_hf
+from prismatic.models.layouts import native_to_hf
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticImageProcessor, PrismaticProcessor
 from prismatic.models.quantization import (
@@ -39,6 +39,7 @@ from prismatic.models.quantization import (
     weight_memory,
 )
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
+from prismatic.models.vla import VLA
 from prismatic.util.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,6 @@ _ORIGINAL_BASE_VLMS = {
         arch_specifier="no-align+gelu-mlp", image_resize_strategy="letterbox", llm_max_length=2048,
     ),
 }  # fmt: skip
-# Config fields that are not architecture (kept out of the native `model` section).
-_NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype",
-                    "quantization_config")  # fmt: skip
 
 
 class CheckpointError(UserError, FileNotFoundError):
@@ -277,7 +275,6 @@ def load_vla(
     `prismatic.models.decoding`).
     """
     from prismatic.models.decoding import DECODE_MODES
-    from prismatic.models.vla import VLA
 
     if decode not in DECODE_MODES:
         raise ValueError(f"decode={decode!r} is not one of: {', '.join(DECODE_MODES)}")
@@ -406,16 +403,3 @@ def build_random_on_device(
     if quantize is not None:
         quantize_(model, quantize, dtype)
     return model
-
-
-def hf_state_to_native(model: OpenVLAForActionPrediction) -> dict[str, dict[str, torch.Tensor]]:
-    cfg = model.config
-    return hf_to_native(model.state_dict(), cfg.vision_backbone_id, cfg.projector_type)
-
-
-def native_arch_section(config: OpenVLAConfig) -> dict[str, Any]:
-    """The `model` section of a native config.json: the architecture, no statistics."""
-    d = config.to_dict()
-    for key in _NON_ARCH_FIELDS:
-        d.pop(key, None)
-    return d

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from prismatic.models.layouts import hf_state_to_native, native_arch_section
 from prismatic.models.llm.prompting import build_vla_prompt
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticProcessor
+from prismatic.util.io import atomic_torch_save, atomic_write_json
 
 _NOT_A_BATCH = (str, bytes)  # iterable, but never a batch of images or instructions
 
@@ -94,9 +96,6 @@ class VLA:
 
     def save_native(self, run_dir: str | Path, checkpoint_name: str = "latest-checkpoint.pt") -> Path:
         """A native run directory: config.json, dataset_statistics.json, checkpoints/*.pt, tokenizer/."""
-        from prismatic.models.load import hf_state_to_native, native_arch_section
-        from prismatic.util.io import atomic_torch_save, atomic_write_json
-
         run_dir = Path(run_dir)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", {"model": native_arch_section(self.model.config)})

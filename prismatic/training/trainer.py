@@ -26,7 +26,7 @@ from tqdm import tqdm
 from prismatic.data.prefetch import BackgroundIterator
 from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.models.base_vlm import resolve_base_vlm
-from prismatic.models.load import native_arch_section
+from prismatic.models.layouts import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.training.checkpoint import CheckpointManager, TrainerState
 from prismatic.training.config import TrainConfig
