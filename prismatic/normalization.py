@@ -11,7 +11,7 @@ very same formulas in-graph with `tensorflow.experimental.numpy`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -35,6 +35,36 @@ class NormalizationType(str, Enum):
             raise ValueError(
                 f"Unknown {flag} {value!r}; choose one of: {', '.join(t.value for t in cls)}"
             ) from None
+
+
+def resolve_unnorm_key(
+    norm_stats: Mapping[str, Any], key: str | None = None, *, try_suffixes: Sequence[str] = ()
+) -> str:
+    """The dataset whose statistics un-normalise a model's actions (the one owner of this choice).
+
+    `key` must name one of `norm_stats`; with `try_suffixes`, `key + suffix` is tried next (the
+    evaluation passes "_no_noops": LIBERO fine-tunes were trained on suites regenerated without
+    no-op steps, so "libero_goal" finds "libero_goal_no_noops"). Without a key, a model trained on
+    one dataset uses it and one trained on several refuses to guess. Errors list the available keys.
+    """
+    keys = sorted(norm_stats)
+    if not keys:
+        raise KeyError("this model has no normalisation statistics (config.norm_stats is empty)")
+    if key is None:
+        if len(keys) > 1:
+            raise KeyError(
+                f"this model was trained on {len(keys)} datasets; pass unnorm_key=... to choose whose "
+                f"statistics un-normalise the actions. Available: {', '.join(keys)}"
+            )
+        return keys[0]
+    candidates = [key, *(key + suffix for suffix in try_suffixes)]
+    for candidate in candidates:
+        if candidate in norm_stats:
+            return candidate
+    tried = " (or " + ", ".join(repr(c) for c in candidates[1:]) + ")" if len(candidates) > 1 else ""
+    raise KeyError(
+        f"unnorm_key {key!r}{tried} is not in this model's dataset statistics; available: {', '.join(keys)}"
+    )
 
 
 def _bounds(stats: Mapping[str, Any], kind: NormalizationType, dtype=np.float32):

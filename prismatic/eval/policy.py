@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from prismatic.normalization import resolve_unnorm_key
 from prismatic.util.errors import UserError
 
 Observation = Mapping[str, Any]
@@ -86,18 +87,9 @@ class RandomPolicy:
         return np.stack([self.act(o) for o in observations])
 
 
-def resolve_unnorm_key(norm_stats: Mapping[str, Any], key: str | None) -> str | None:
-    """`key` if the checkpoint has statistics for it, else `key + "_no_noops"` (datasets regenerated without
-    no-op steps carry that suffix, as in the original LIBERO fine-tunes); error lists the valid keys."""
-    if key is None:
-        return None
-    for candidate in (key, f"{key}_no_noops"):
-        if candidate in norm_stats:
-            return candidate
-    raise KeyError(
-        f"unnorm_key {key!r} (or {key + '_no_noops'!r}) is not in the checkpoint's dataset statistics; "
-        f"choose one of: {', '.join(sorted(norm_stats))}"
-    )
+# LIBERO fine-tunes were trained on suites regenerated without no-op steps ("libero_goal_no_noops"), so
+# the suite name also finds those statistics.
+UNNORM_KEY_SUFFIXES = ("_no_noops",)
 
 
 class VLAPolicy:
@@ -115,7 +107,7 @@ class VLAPolicy:
         **predict_kwargs: Any,
     ) -> None:
         self.vla = vla
-        self.unnorm_key = resolve_unnorm_key(vla.norm_stats, unnorm_key)
+        self.unnorm_key = resolve_unnorm_key(vla.norm_stats, unnorm_key, try_suffixes=UNNORM_KEY_SUFFIXES)
         self.preprocess = preprocess
         self.predict_kwargs = predict_kwargs
 

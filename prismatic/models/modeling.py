@@ -30,7 +30,7 @@ from prismatic.models.decoding import decode_action_tokens, resolve_decode_mode
 from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VisionBackbone
-from prismatic.normalization import NormalizationType, unnormalize
+from prismatic.normalization import NormalizationType, resolve_unnorm_key, unnormalize
 
 
 @dataclass
@@ -240,19 +240,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
 
     # -- statistics ----------------------------------------------------------------------------
     def resolve_unnorm_key(self, unnorm_key: str | None) -> str:
-        keys = sorted(self.norm_stats)
-        if not keys:
-            raise KeyError("this model has no normalisation statistics (config.norm_stats is empty)")
-        if unnorm_key is None:
-            if len(keys) > 1:
-                raise KeyError(
-                    f"this model was trained on {len(keys)} datasets; pass unnorm_key=... to choose whose "
-                    f"statistics un-normalise the actions. Available: {', '.join(keys)}"
-                )
-            return keys[0]
-        if unnorm_key not in self.norm_stats:
-            raise KeyError(f"unnorm_key {unnorm_key!r} is not in this model's statistics; available: {', '.join(keys)}")
-        return unnorm_key
+        return resolve_unnorm_key(self.norm_stats, unnorm_key)
 
     def get_action_stats(self, unnorm_key: str | None = None) -> dict[str, Any]:
         return self.norm_stats[self.resolve_unnorm_key(unnorm_key)]["action"]

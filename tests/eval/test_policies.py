@@ -18,7 +18,6 @@ from prismatic.eval.policy import (
     VLAPolicy,
     decode_array,
     encode_array,
-    resolve_unnorm_key,
 )
 
 ACTION = np.array([0.1, -0.2, 0.3, 0.0, 0.5, -0.6, 1.0])
@@ -132,13 +131,14 @@ def test_random_policy():
         RandomPolicy(low=1, high=0)
 
 
-def test_resolve_unnorm_key():
-    stats = {"bridge_orig": {}, "libero_goal_no_noops": {}}
-    assert resolve_unnorm_key(stats, "bridge_orig") == "bridge_orig"
-    assert resolve_unnorm_key(stats, "libero_goal") == "libero_goal_no_noops"
-    assert resolve_unnorm_key(stats, None) is None
-    with pytest.raises(KeyError, match="choose one of: bridge_orig, libero_goal_no_noops"):
-        resolve_unnorm_key(stats, "libero_10")
+def test_vla_policy_finds_the_no_noops_statistics_and_refuses_to_guess_at_construction():
+    class Stats:  # VLAPolicy only reads the statistics until it acts
+        norm_stats = {"bridge_orig": {}, "libero_goal_no_noops": {}}
+
+    assert VLAPolicy(Stats(), unnorm_key="libero_goal").unnorm_key == "libero_goal_no_noops"
+    assert VLAPolicy(Stats(), unnorm_key="bridge_orig").unnorm_key == "bridge_orig"
+    with pytest.raises(KeyError, match="trained on 2 datasets; pass unnorm_key"):
+        VLAPolicy(Stats())  # before the first episode, not at its first step
 
 
 def test_vla_policy_wraps_predict_action(tiny_vla):
@@ -163,5 +163,5 @@ def test_vla_policy_wraps_predict_action(tiny_vla):
     np.testing.assert_array_equal(batch, both)  # one batched call (batched vs single: tests/models/test_reference.py)
     with pytest.raises(KeyError, match="HxWx3|missing"):
         policy.act({"image": image})
-    with pytest.raises(KeyError, match="choose one of: bridge_orig, toy_pick_place"):
+    with pytest.raises(KeyError, match=r"'libero_spatial' \(or 'libero_spatial_no_noops'\).*available: bridge_orig, toy_pick_place"):
         VLAPolicy(tiny_vla, unnorm_key="libero_spatial")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prismatic.normalization import NormalizationType, normalize, unnormalize
+from prismatic.normalization import NormalizationType, normalize, resolve_unnorm_key, unnormalize
 
 STATS = {
     "mean": [0.1, -0.2, 0.0], "std": [0.5, 0.25, 1.0], "min": [-1.0, -2.0, 0.0], "max": [1.0, 2.0, 1.0],
@@ -36,3 +36,19 @@ def test_parse_lists_choices():
     assert NormalizationType.parse("BOUNDS_Q99") is NormalizationType.BOUNDS_Q99
     with pytest.raises(ValueError, match="normal, bounds, bounds_q99"):
         NormalizationType.parse("minmax")
+
+
+def test_resolve_unnorm_key_one_owner_for_model_and_evaluation():
+    stats = {"bridge_orig": {}, "libero_goal_no_noops": {}}
+    assert resolve_unnorm_key(stats, "bridge_orig") == "bridge_orig"
+    assert resolve_unnorm_key({"only": {}}) == "only"  # one dataset: no key needed
+    # the evaluation's fallback is an explicit option; without it the exact name is required
+    assert resolve_unnorm_key(stats, "libero_goal", try_suffixes=("_no_noops",)) == "libero_goal_no_noops"
+    with pytest.raises(KeyError, match=r"'libero_goal' is not in .* available: bridge_orig, libero_goal_no_noops"):
+        resolve_unnorm_key(stats, "libero_goal")
+    with pytest.raises(KeyError, match=r"'libero_10' \(or 'libero_10_no_noops'\) is not in"):
+        resolve_unnorm_key(stats, "libero_10", try_suffixes=("_no_noops",))
+    with pytest.raises(KeyError, match="trained on 2 datasets; pass unnorm_key=.*bridge_orig, libero_goal_no_noops"):
+        resolve_unnorm_key(stats)
+    with pytest.raises(KeyError, match="no normalisation statistics"):
+        resolve_unnorm_key({}, "bridge_orig")
