@@ -80,6 +80,17 @@ def find_dataset_dir(data_root: str | Path, name: str, version: str | None = Non
     return root / name / version
 
 
+def absent_datasets(data_root: str | Path, datasets: Sequence[tuple[str, str | None]]) -> list[str]:
+    """One line per (name, version) that is not under `data_root` (an existing folder), saying why."""
+    root = Path(data_root).expanduser()
+    return [p for name, version in datasets if (p := _absent(root, name, version)) is not None]
+
+
+def present_datasets(data_root: str | Path) -> str:
+    """The datasets under `data_root`, for messages ("(none)" when there are none)."""
+    return _present(Path(data_root).expanduser())
+
+
 def check_datasets_present(data_root: str | Path, datasets: Sequence[tuple[str, str | None]]) -> None:
     """Raise one DataError naming every (name, version) that is not under `data_root` (not just the first)."""
     root = _check_root(data_root)
@@ -87,9 +98,8 @@ def check_datasets_present(data_root: str | Path, datasets: Sequence[tuple[str, 
     if len(absent) == 1:
         find_dataset_dir(root, *absent[0])  # raises the one-dataset message
     if absent:
-        problems = [_absent(root, name, version) for name, version in absent]
         raise DataError(
             f"{len(absent)} of {len(datasets)} datasets are not under data root {str(root)!r} (expected "
-            f"{LAYOUT}):\n  - " + "\n  - ".join(problems) + f"\nDatasets present: {_present(root)}. "
-            "Download or convert the missing ones there, or fix the names."
+            f"{LAYOUT}):\n  - " + "\n  - ".join(absent_datasets(root, absent))
+            + f"\nDatasets present: {_present(root)}. Download or convert the missing ones there, or fix the names."
         )

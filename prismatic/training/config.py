@@ -17,6 +17,8 @@ from pathlib import Path
 
 import draccus
 
+from prismatic.data.locate import LAYOUT, absent_datasets, present_datasets
+from prismatic.data.spec import SpecError, all_dataset_specs, resolve_mixture
 from prismatic.models.base_vlm import base_vlm_problems, resolve_base_vlm
 from prismatic.models.llm.backbones import LLM_BACKBONES
 from prismatic.models.load import CheckpointError, is_hf_dir
@@ -239,9 +241,9 @@ class TrainConfig:
             problems.append(
                 f"--data_root={str(self.data_root)!r} does not exist (expected <data_root>/<dataset>/<version>/)"
             )
+        problems += self._data_problems()
         if problems:
             raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
-
 
     def _numeric_problems(self) -> list[str]:
         """Ranges of the numeric fields not checked above (each would fail later, far from its flag, or silently)."""
@@ -286,6 +288,29 @@ class TrainConfig:
         spec = VISION_BACKBONES.get(self.vla.vision_backbone_id)
         found = [re.search(r"patch(\d+)", timm_id) for timm_id in spec.timm_model_ids]
         return sorted({int(m.group(1)) for m in found if m})
+
+    def _data_problems(self) -> list[str]:
+        """--vla.data_mix resolves (every dataset has a spec, from the builtins or --dataset_configs) and
+        every one of its datasets is under --data_root: all absent ones named, before a model is built."""
+        try:
+            all_dataset_specs(self.dataset_configs)
+        except SpecError as e:
+            return [f"--dataset_configs: {p}" for p in e.problems]
+        flag = f"--vla.data_mix={self.vla.data_mix!r}"
+        try:
+            pairs = resolve_mixture(self.vla.data_mix, self.dataset_configs)
+        except SpecError as e:
+            return [f"{flag}: {p}" for p in e.problems]
+        if not Path(self.data_root).is_dir():
+            return []  # reported above
+        absent = absent_datasets(self.data_root, [(spec.name, spec.version) for spec, _ in pairs])
+        if not absent:
+            return []
+        return [
+            f"{flag}: {len(absent)} of its {len(pairs)} datasets are not under --data_root={str(self.data_root)!r} "
+            f"(expected {LAYOUT}; present: {present_datasets(self.data_root)}):\n      "
+            + "\n      ".join(absent)
+        ]
 
     def _quantization_problems(self, world_size: int) -> list[str]:
         """QLoRA: a frozen quantised base under adapters, loaded from an HF-layout checkpoint, not FSDP-sharded."""
@@ -437,10 +462,11 @@ class DinoSigLIPLiberoSpatial(VLAConfig):
 @VLAConfig.register_subclass("tiny+mx-synthetic")
 @dataclass
 class TinySynthetic(VLAConfig):
-    """Test-sized model with random weights; CPU-friendly."""
+    """Test-sized model with random weights; CPU-friendly. Its data is synthetic episodes with the
+    `bridge_orig` schema (`prismatic.data.synthetic.write_synthetic`), hence that dataset name."""
 
     size: str = "tiny"
-    data_mix: str = "synthetic"
+    data_mix: str = "bridge_orig"
     shuffle_buffer_size: int = 256
     global_batch_size: int = 4
     per_device_batch_size: int = 2

@@ -68,6 +68,14 @@ def qlora_cfg(root: Path, quantization: str, **vla) -> TrainConfig:
     )  # fmt: skip
 
 
+def with_dataset_folder(root: Path) -> Path:
+    """Config validation checks that --vla.data_mix's datasets are under --data_root (the folder layout
+    only); the tests that stop at validation need no real data, just `<root>/bridge_orig/<version>/`."""
+    (root / "bridge_orig" / "1.0.0").mkdir(parents=True, exist_ok=True)
+    (root / "bridge_orig" / "1.0.0" / "dataset_info.json").write_text("{}")
+    return root
+
+
 def fixed_batch(processor) -> dict[str, torch.Tensor]:
     """The three reference images under one instruction, each with its own 7 target action tokens."""
     from PIL import Image
@@ -249,6 +257,7 @@ def test_qlora_two_processes_replicate_the_quantized_base(data_root, tmp_path):
 
 
 def test_quantization_misconfigurations_name_the_flag(tmp_path):
+    with_dataset_folder(tmp_path)
     cfg = qlora_cfg(tmp_path, "4bit")
     cfg.lora.enabled = False
     with pytest.raises(ConfigError, match="set --lora.enabled true"):
@@ -274,7 +283,7 @@ def test_quantization_misconfigurations_name_the_flag(tmp_path):
 def test_missing_bitsandbytes_or_unsupported_device_fails_before_the_model_is_built(tmp_path, monkeypatch):
     from prismatic.training.trainer import Trainer
 
-    cfg = qlora_cfg(tmp_path, "8bit")
+    cfg = qlora_cfg(with_dataset_folder(tmp_path), "8bit")
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
         with pytest.raises(
