@@ -7,9 +7,3 @@ IGNORE_INDEX = -100
 # yields it before the first action token, so OpenVLA was trained with it there and inference
 # appends it to a prompt that ends in "Out:".
 LLAMA2_EMPTY_TOKEN_ID = 29871
-
-# Llama-2's base vocabulary (without the added <PAD> and the padding rows of the embedding).
-LLAMA2_VOCAB_SIZE = 32000
-
-# Dimensions of the canonical OpenVLA action: EEF xyz delta, rpy delta, gripper.
-ACTION_DIM = 7

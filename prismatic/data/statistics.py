@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 # Bump when the way statistics are computed changes (invalidates every cache entry).
 # 2: num_trajectories counts every episode read, also one left empty by its standardisation (as the original).
 STATS_FORMAT_VERSION = "2"
-STAT_KEYS = ("mean", "std", "max", "min", "q01", "q99")
 
 
 # -- files ---------------------------------------------------------------------------------------------

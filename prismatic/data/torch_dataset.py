@@ -49,9 +49,6 @@ class RLDSBatchTransform:
     prompt_builder: str = "pure"
     predict_stop_token: bool = True
     camera_view: str = "primary"
-    use_action_chunk: bool = (
-        False  # tokenise every action of the chunk (window + future), not just the current one
-    )
     insert_empty_token: bool | None = None  # None: auto (True for Llama-2 tokenizers)
     _empty: bool = field(init=False, repr=False)
 
@@ -88,16 +85,11 @@ class RLDSBatchTransform:
 
     def __call__(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         actions = np.asarray(frame["action"])  # [window + future, D]
-        if self.use_action_chunk:
-            action = actions
-        else:
-            # The current step: last of the observation window (the original's [0] for window_size=1).
-            window = (
-                np.asarray(frame["observation"]["pad_mask"]).shape[0]
-                if "pad_mask" in frame["observation"]
-                else 1
-            )
-            action = actions[window - 1]
+        # The current step: last of the observation window (the original's [0] for window_size=1).
+        window = (
+            np.asarray(frame["observation"]["pad_mask"]).shape[0] if "pad_mask" in frame["observation"] else 1
+        )
+        action = actions[window - 1]
         instruction = frame["task"]["language_instruction"]
         instruction = instruction.decode() if isinstance(instruction, bytes) else str(instruction)
         input_ids, labels = self.build(instruction, action)
@@ -189,30 +181,6 @@ class RLDSDataset(IterableDataset):
 
     def __len__(self) -> int:
         return self.stream.length
-
-
-class EpisodicRLDSDataset(IterableDataset):
-    """Whole trajectories (lists of transformed frames), in order, for evaluation and visualisation."""
-
-    def __init__(
-        self,
-        data_root: str | Path,
-        dataset: Any,
-        batch_transform: Callable[[Mapping[str, Any]], dict[str, Any]],
-        config: Any = None,
-        *,
-        train: bool = False,
-    ) -> None:
-        from prismatic.data.pipeline import PipelineConfig, make_episodic_dataset
-
-        self.batch_transform = batch_transform
-        self.stream = make_episodic_dataset(data_root, dataset, config or PipelineConfig(), train=train)
-        self.dataset_statistics = self.stream.statistics
-
-    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
-        for traj in self.stream.dataset.as_numpy_iterator():
-            n = len(traj["action"])
-            yield [self.batch_transform(_index_tree(traj, i)) for i in range(n)]
 
 
 FETCH_CHUNK = 32  # frames per call into TensorFlow

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from prismatic.envs.tabletop import STATE_DIM
+
 DATASET_NAME = "tabletop_reach"
 
 
@@ -24,7 +26,7 @@ def tabletop_features(image_size: int):
         "observation": tfds.features.FeaturesDict({
             # PNG: lossless, so evaluation sees exactly the pixels training saw
             "image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png"),
-            "state": tfds.features.Tensor(shape=(7,), dtype=np.float32),
+            "state": tfds.features.Tensor(shape=(STATE_DIM,), dtype=np.float32),
         }),
         "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
         **rlds_flag_features(),

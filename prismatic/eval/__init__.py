@@ -22,7 +22,6 @@ from prismatic.eval.harness import (
     run_evaluation,
 )
 from prismatic.eval.policy import (
-    BatchPolicy,
     Policy,
     RandomPolicy,
     RemotePolicy,
@@ -35,7 +34,6 @@ from prismatic.eval.video import save_video
 
 __all__ = [
     "ENV_FACTORIES",
-    "BatchPolicy",
     "EnvFactory",
     "EpisodeRecord",
     "EvalEnv",

@@ -42,13 +42,6 @@ class Policy(Protocol):
     def act(self, obs: Observation) -> np.ndarray: ...
 
 
-@runtime_checkable
-class BatchPolicy(Policy, Protocol):
-    """Optional: many observations (e.g. from vectorised envs) in one call -> actions [batch, action_dim]."""
-
-    def act_batch(self, observations: Sequence[Observation]) -> np.ndarray: ...
-
-
 def _check_obs(obs: Observation) -> tuple[np.ndarray, str]:
     missing = [k for k in ("image", "instruction") if k not in obs]
     if missing:

@@ -55,10 +55,6 @@ class LRSchedule(str, Enum):
     WARMUP_COSINE = "warmup-cosine"  # linear warmup, then cosine decay to 0
 
 
-def _choices(enum: type[Enum]) -> str:
-    return ", ".join(e.value for e in enum)
-
-
 @dataclass
 class VLAConfig(draccus.ChoiceRegistry):
     # fmt: off
