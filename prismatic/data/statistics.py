@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from prismatic.data.errors import DataError
 from prismatic.data.spec import STANDARDIZE_OPS, DatasetSpec, get_dataset_spec
 from prismatic.util.io import atomic_write_json
+from prismatic.util.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def compute_statistics(
     total = builder.info.splits.total_num_examples or None
     actions, proprios, nonfinite, n_traj = [], [], 0, 0
     log.info("Computing statistics of %s (once; cached afterwards)", spec.name)
-    for item in tqdm(ds.as_numpy_iterator(), total=total, desc=f"statistics {spec.name}", unit="traj"):
+    for item in progress(ds.as_numpy_iterator(), total=total, desc=f"statistics {spec.name}", unit="traj"):
         nonfinite += int(item["nonfinite"])
         # Every episode counts, also one its standardisation emptied (a Bridge episode of <= 2 steps loses its
         # first and last): the original adds 1 per trajectory of the standardised dataset, whatever its length.

@@ -30,6 +30,7 @@ from prismatic.eval.video import save_video, slugify
 from prismatic.util.errors import UserError
 from prismatic.util.io import atomic_write_json
 from prismatic.util.mapping import mapping_diff
+from prismatic.util.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,11 @@ def run_evaluation(
     identity:        JSON-able settings the episodes' outcomes depend on (the weights, seeds, ...): resuming
                      results recorded with another identity raises ResumeError naming what differs.
     resume:          reuse out_dir/results.json and skip its episodes; False starts afresh (overwrites).
+    progress:        a progress bar with ETA on stderr (True), on the given stream, or none (False);
+                     a few plain lines when the stream is not a terminal (prismatic.util.progress).
 
     A policy that cannot be reached (`PolicyUnavailable`) stops the run; the episodes recorded so far stay in
     results.json and a re-run resumes after them.
-    progress:        a tqdm bar with ETA on stderr (True), on the given stream, or none (False).
     """
     out_dir = Path(out_dir)
     all_tasks = list(factory.tasks())
@@ -242,10 +244,8 @@ def run_evaluation(
     already = sum((t.name, i) in done for t, eps in plan for i in eps)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         stream = sys.stderr if progress is True else progress
-        bar = tqdm(
+        bar = progress_bar(
             total=total,
             initial=already,
             desc=f"eval {factory.name}",

@@ -21,7 +21,6 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from prismatic.data.prefetch import BackgroundIterator
 from prismatic.models.action_tokenizer import ActionTokenizer
@@ -44,6 +43,7 @@ from prismatic.training.optim import build_optimizer, build_scheduler
 from prismatic.training.stages import apply_stage
 from prismatic.util.io import atomic_dir, atomic_write_json
 from prismatic.util.logging import get_logger
+from prismatic.util.progress import progress
 
 log = get_logger(__name__)
 
@@ -111,8 +111,8 @@ class Trainer:
                             num_workers=0)  # fmt: skip  (tf.data cannot be forked into workers; a thread overlaps it)
         depth = self.cfg.parallel.prefetch_batches
         batches = BackgroundIterator(loader, depth) if depth else iter(loader)
-        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (self.info.is_main and self.cfg.logging.progress))  # fmt: skip
+        bar = progress(total=self.total_steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True,
+                       disable=not (self.info.is_main and self.cfg.logging.progress))  # fmt: skip
         try:
             while self.state.step < self.total_steps:
                 t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,20 @@ def test_results_of_another_evaluation_are_not_resumed_into(tmp_path: Path):
         run_evaluation(FakeFactory(), StepPolicy(), tmp_path, progress=False, identity={"weights_sha256": "def", "seed": 8})
     more = run_evaluation(FakeFactory(), StepPolicy(), tmp_path, progress=False, identity=identity, trials_per_task=2)
     assert len(more.episodes) == 4  # same identity: resumed and extended
+
+
+def test_progress_into_a_log_is_a_few_lines_not_one_per_episode(tmp_path):
+    class ManyEpisodes(FakeFactory):
+        def __init__(self) -> None:
+            super().__init__()
+            self._tasks = [EvalTask("a", "count up", 2, [1] * 60)]
+
+    from prismatic.util.progress import LOG_INTERVAL_S
+
+    log = io.StringIO()  # not a terminal, like the demo's log file
+    start = time.monotonic()
+    run_evaluation(ManyEpisodes(), StepPolicy(), tmp_path, progress=log)
+    due = (time.monotonic() - start) / LOG_INTERVAL_S  # lines the interval allows between first and last
+    lines = log.getvalue().splitlines()  # splits at "\r" too: every in-place redraw would count
+    assert 2 <= len(lines) <= 2 + due, lines
+    assert "60/60" in lines[-1] and "success 60/60 (100.0%)" in lines[-1]
