@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
 from prismatic.data.errors import DataError
+from prismatic.data.libero.regenerate import NOOP_THRESHOLD
 from prismatic.data.rlds import Trajectory, describe_keys, traj_length
 from prismatic.data.spec import DatasetSpec
 from prismatic.normalization import NormalizationType, normalize
@@ -21,7 +22,6 @@ from prismatic.normalization import NormalizationType, normalize
 log = logging.getLogger(__name__)
 
 NOOP_FILTERS = ("none", "zero", "libero")
-NOOP_THRESHOLD = 1e-4  # the LIBERO regeneration script's threshold on ||movement||
 
 
 # -- restructuring ---------------------------------------------------------------------------------

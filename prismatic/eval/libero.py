@@ -230,7 +230,8 @@ def _tf() -> Any:
 
 # -- image preprocessing (exactly as the training data) -----------------------------------------------
 def rotate_180(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image[::-1, ::-1])
+    """HxWxC (or a stack ...xHxWxC) turned by 180 degrees: the simulator renders upside down."""
+    return np.ascontiguousarray(image[..., ::-1, ::-1, :])
 
 
 def jpeg_roundtrip(image: np.ndarray) -> np.ndarray:

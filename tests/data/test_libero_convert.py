@@ -1,9 +1,7 @@
-"""scripts/libero/convert_hdf5_to_rlds.py: regenerated-layout HDF5 -> RLDS, read back by the real pipeline."""
+"""prismatic.data.libero.convert: regenerated-layout HDF5 -> RLDS, read back by the real pipeline."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import h5py
@@ -12,14 +10,8 @@ import pytest
 
 import prismatic  # noqa: F401  (before anything that imports TensorFlow)
 from prismatic.data.errors import DataError
+from prismatic.data.libero import convert as conv
 from prismatic.data.synthetic import smooth_image
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "libero" / "convert_hdf5_to_rlds.py"
-spec = importlib.util.spec_from_file_location("convert_hdf5_to_rlds", SCRIPT)
-conv = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = conv  # dataclasses look their module up there
-spec.loader.exec_module(conv)
 
 HW = 32
 NAME = "libero_spatial_no_noops"
@@ -62,7 +54,7 @@ def make_demo(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 
 def write_hdf5_dir(folder: Path, seed: int = 0, drop: str | None = None) -> dict:
-    """The layout `regenerate_libero_dataset.write_demo` writes; returns {(file, demo): arrays}."""
+    """The layout `prismatic.data.libero.regenerate.write_demo` writes; returns {(file, demo): arrays}."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     demos = {}
@@ -82,7 +74,7 @@ def converted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("libero_convert")
     demos = write_hdf5_dir(tmp / "hdf5")
     out = conv.convert(tmp / "hdf5", tmp / "rlds", NAME, image_size=HW, progress=False)
-    assert out == tmp / "rlds" / NAME / "1.0.0"
+    assert out.path == tmp / "rlds" / NAME / "1.0.0" and (out.episodes, out.steps, out.tasks) == (4, 18, 2)
     return tmp, demos
 
 

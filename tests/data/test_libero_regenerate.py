@@ -1,16 +1,11 @@
-"""The no-op rule of the LIBERO demo regeneration script (the script itself needs LIBERO and raw data)."""
+"""The no-op rule of the LIBERO demo regeneration (the replay itself needs LIBERO and the raw data)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "libero" / "regenerate_libero_dataset.py"
-spec = importlib.util.spec_from_file_location("regenerate_libero_dataset", SCRIPT)
-regen = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(regen)
+from prismatic.data.libero import regenerate as regen
 
 
 def test_is_noop():
@@ -22,3 +17,12 @@ def test_is_noop():
     )  # gripper closes: kept
     assert not regen.is_noop(np.array([2e-4, 0, 0, 0, 0, 0, -1.0]), prev_action=still_open)  # moves: kept
     assert regen.is_noop(np.array([5e-5, 5e-5, 0, 0, 0, 5e-5, -1.0]), prev_action=still_open)  # norm < 1e-4
+
+
+def test_a_filled_target_is_refused_before_the_simulator_starts(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old_demo.hdf5").write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
+        regen.regenerate_suite("libero_spatial", tmp_path / "raw", target)  # no simulator needed to refuse
+    assert (target / "old_demo.hdf5").read_text() == "x"

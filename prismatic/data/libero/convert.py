@@ -1,13 +1,13 @@
 """Convert regenerated LIBERO HDF5 files into an RLDS (TFDS) dataset read by the `libero_*_no_noops` specs.
 
-Input: the folder `regenerate_libero_dataset.py` writes, one `<task>_demo.hdf5` per task, each holding
+Input: the folder `prismatic.data.libero.regenerate` writes, one `<task>_demo.hdf5` per task, each holding
 `data/demo_<i>/{actions, obs/{agentview_rgb, eye_in_hand_rgb, ee_pos, ee_ori, gripper_states,
 joint_states}, ...}`. Every demo becomes one episode of `<data_root>/<name>/<version>/`, with the
 feature schema of OpenVLA's LIBERO RLDS datasets (`prismatic.data.synthetic._libero_features`):
 
 * `observation/image`, `observation/wrist_image`: `agentview_rgb` and `eye_in_hand_rgb` rotated by 180
   degrees (`img[::-1, ::-1]`), JPEG-encoded. The simulator renders upside down and the regeneration
-  script stores frames as rendered; OpenVLA's RLDS conversion applied this rotation, and the evaluation
+  stores frames as rendered; OpenVLA's RLDS conversion applied this rotation, and the evaluation
   (`prismatic.eval.libero`) rotates live frames the same way, so training and evaluation frames agree;
 * `observation/state`: `concat(ee_pos, ee_ori as axis-angle, gripper_states)`, float32[8];
 * `observation/joint_state`: `joint_states`, float32[7];
@@ -18,7 +18,7 @@ feature schema of OpenVLA's LIBERO RLDS datasets (`prismatic.data.synthetic._lib
 * `episode_metadata/file_path`: the HDF5 file the demo came from.
 
     python scripts/libero/convert_hdf5_to_rlds.py --hdf5_dir data/libero/libero_spatial_no_noops \
-        --data_root data/rlds --name libero_spatial_no_noops
+        --data_root data/rlds --name libero_spatial_no_noops      # = prismatic.data.libero.convert.main
 
 Episodes are read from the HDF5 files one at a time while TFDS writes, so only one episode's raw frames
 are in memory at once (TFDS itself buffers up to ~1 GB of encoded episodes, then spills to disk).
@@ -27,6 +27,7 @@ are in memory at once (TFDS itself buffers up to ~1 GB of encoded episodes, then
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shutil
 import sys
@@ -38,10 +39,12 @@ from typing import Any
 
 import numpy as np
 
-import prismatic  # noqa: F401  (before anything imports TensorFlow: native-library clash otherwise)
 from prismatic.data.errors import DataError
+from prismatic.data.libero.regenerate import IMAGE_SIZE
+from prismatic.eval.libero import quat2axisangle, rotate_180
+from prismatic.util.progress import progress as progress_bar
 
-IMAGE_SIZE = 256  # the regeneration script renders 256x256 (the raw LIBERO files hold 128x128)
+log = logging.getLogger(__name__)
 
 # dataset path in a demo group -> trailing shape (None: the image size, checked separately)
 LAYOUT: dict[str, tuple[int, ...] | None] = {
@@ -97,7 +100,7 @@ def scan(hdf5_dir: str | Path, image_size: int = IMAGE_SIZE) -> list[DemoRef]:
     if not files:
         raise DataError(
             f"no *.hdf5 files in {hdf5_dir}; expected the <task>_demo.hdf5 files written by "
-            "scripts/libero/regenerate_libero_dataset.py"
+            "scripts/libero/regenerate_libero_dataset.py (prismatic.data.libero.regenerate)"
         )
     refs: list[DemoRef] = []
     for path in files:
@@ -109,7 +112,7 @@ def scan(hdf5_dir: str | Path, image_size: int = IMAGE_SIZE) -> list[DemoRef]:
                 raise DataError(f"{path}: no 'data' group; top-level keys present: {sorted(f.keys())}")
             demos = sorted(f["data"].keys(), key=_demo_index)
             if not demos:
-                print(f"warning: {path} holds no demos (every replay failed?); skipped", file=sys.stderr)
+                log.warning("%s holds no demos (every replay failed?); skipped", path)
             for demo in demos:
                 g = f["data"][demo]
                 where = f"{path}: data/{demo}"
@@ -120,7 +123,7 @@ def scan(hdf5_dir: str | Path, image_size: int = IMAGE_SIZE) -> list[DemoRef]:
                     if key not in g:
                         raise DataError(
                             f"{where} has no '{key}'; datasets present: {_dataset_paths(g)}. Expected the "
-                            f"layout of regenerate_libero_dataset.py: {', '.join(LAYOUT)}"
+                            f"layout prismatic.data.libero.regenerate writes: {', '.join(LAYOUT)}"
                         )
                     shape = g[key].shape
                     expected = (image_size, image_size, 3) if trailing is None else trailing
@@ -141,7 +144,7 @@ def scan(hdf5_dir: str | Path, image_size: int = IMAGE_SIZE) -> list[DemoRef]:
                     raise DataError(f"{where}: datasets differ in length: {sizes}")
                 (n,) = lengths
                 if n == 0:
-                    print(f"warning: {where} is empty; skipped", file=sys.stderr)
+                    log.warning("%s is empty; skipped", where)
                     continue
                 refs.append(DemoRef(path, demo, language, int(n)))
     if not refs:
@@ -150,16 +153,7 @@ def scan(hdf5_dir: str | Path, image_size: int = IMAGE_SIZE) -> list[DemoRef]:
 
 
 def _axis_angle(ori: np.ndarray) -> np.ndarray:
-    if ori.shape[-1] == 3:
-        return ori
-    from prismatic.eval.libero import quat2axisangle
-
-    return np.stack([quat2axisangle(q) for q in ori])
-
-
-def rotate180(images: np.ndarray) -> np.ndarray:
-    """(..., H, W, C) -> the same frames rotated by 180 degrees (OpenVLA's `img[::-1, ::-1]`)."""
-    return np.ascontiguousarray(images[..., ::-1, ::-1, :])
+    return ori if ori.shape[-1] == 3 else np.stack([quat2axisangle(q) for q in ori])
 
 
 def load_steps(ref: DemoRef) -> list[dict[str, Any]]:
@@ -169,8 +163,8 @@ def load_steps(ref: DemoRef) -> list[dict[str, Any]]:
     with h5py.File(ref.path, "r") as f:
         g = f["data"][ref.demo]
         actions = np.asarray(g["actions"][()], np.float32)
-        image = rotate180(np.asarray(g["obs/agentview_rgb"][()], np.uint8))
-        wrist = rotate180(np.asarray(g["obs/eye_in_hand_rgb"][()], np.uint8))
+        image = rotate_180(np.asarray(g["obs/agentview_rgb"][()], np.uint8))
+        wrist = rotate_180(np.asarray(g["obs/eye_in_hand_rgb"][()], np.uint8))
         state = np.concatenate(
             [g["obs/ee_pos"][()], _axis_angle(g["obs/ee_ori"][()]), g["obs/gripper_states"][()]], axis=-1
         ).astype(np.float32)
@@ -212,6 +206,17 @@ class _LazySteps:
         return f"<steps of {self.ref.path}:data/{self.ref.demo} ({self.ref.num_steps} steps)>"
 
 
+@dataclass(frozen=True)
+class Converted:
+    path: Path  # <data_root>/<name>/<version>
+    episodes: int
+    steps: int
+    tasks: int
+
+    def __str__(self) -> str:
+        return f"wrote {self.path}: {self.episodes} episodes, {self.steps} steps, {self.tasks} tasks"
+
+
 def convert(
     hdf5_dir: str | Path,
     data_root: str | Path,
@@ -221,10 +226,8 @@ def convert(
     image_size: int = IMAGE_SIZE,
     overwrite: bool = False,
     progress: bool = True,
-) -> Path:
-    """Write every demo of `hdf5_dir` as an RLDS episode to `<data_root>/<name>/<version>`; return that folder."""
-    from tqdm import tqdm
-
+) -> Converted:
+    """Write every demo of `hdf5_dir` as an RLDS episode to `<data_root>/<name>/<version>`."""
     from prismatic.data.synthetic import _libero_features, write_rlds
 
     target = Path(data_root) / name / version
@@ -232,7 +235,7 @@ def convert(
         raise DataError(f"{target} already exists; pass --overwrite to replace it")
     refs = scan(hdf5_dir, image_size)
     Path(data_root).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(refs), desc=f"{name}: episodes", unit="ep", disable=not progress)
+    bar = progress_bar(total=len(refs), desc=f"{name}: episodes", unit="ep", disable=not progress)
     episodes = (
         {"steps": _LazySteps(r, bar), "episode_metadata": {"file_path": str(r.path.resolve())}} for r in refs
     )
@@ -262,14 +265,12 @@ def convert(
     finally:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
-    steps = sum(r.num_steps for r in refs)
-    tasks = len({r.path for r in refs})
-    print(f"wrote {target}: {len(refs)} episodes, {steps} steps, {tasks} tasks")
-    return target
+    return Converted(target, len(refs), sum(r.num_steps for r in refs), len({r.path for r in refs}))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The command line of scripts/libero/convert_hdf5_to_rlds.py."""
+    p = argparse.ArgumentParser(prog="convert_hdf5_to_rlds.py", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--hdf5_dir", required=True, type=Path, help="folder of regenerated <task>_demo.hdf5 files"
     )
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
-        convert(
+        done = convert(
             args.hdf5_dir,
             args.data_root,
             args.name,
@@ -299,10 +300,5 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(done)
     return 0
-
-
-if __name__ == "__main__":
-    from prismatic.util.cli import run_cli
-
-    run_cli(main)

@@ -1,16 +1,19 @@
 """Regenerate LIBERO demonstrations the way OpenVLA's LIBERO fine-tuning data was made.
 
 Each raw LIBERO HDF5 demo is replayed in its environment with images at 256x256 (the raw files hold
-128x128); "no-op" steps are dropped (near-zero translation and rotation AND the same gripper command as
-the previous kept step, so pure gripper open/close steps survive); demos whose replay does not end in
-success are dropped. Output: one `<task>_demo.hdf5` per task in --libero_target_dir with the raw layout
-(data/demo_i/{actions, states, robot_states, rewards, dones, obs/{agentview_rgb, eye_in_hand_rgb,
-gripper_states, joint_states, ee_states, ee_pos, ee_ori}}), plus <suite>_metainfo.json recording each
-demo's success and initial state. Images are stored as rendered (upside down); the RLDS conversion
-rotates them by 180 degrees -- see docs/libero.md for converting to RLDS.
+128x128); "no-op" steps are dropped (`is_noop`: near-zero translation and rotation AND the same gripper
+command as the previous kept step, so pure gripper open/close steps survive); demos whose replay does
+not end in success are dropped. Output: one `<task>_demo.hdf5` per task in the target folder with the
+raw layout (data/demo_i/{actions, states, robot_states, rewards, dones, obs/{agentview_rgb,
+eye_in_hand_rgb, gripper_states, joint_states, ee_states, ee_pos, ee_ori}}), plus <suite>_metainfo.json
+recording each demo's success and initial state. Images are stored as rendered (upside down);
+`prismatic.data.libero.convert` rotates them by 180 degrees on the way to RLDS (docs/libero.md).
 
     python scripts/libero/regenerate_libero_dataset.py --libero_task_suite libero_spatial \
         --libero_raw_data_dir data/libero/libero_spatial --libero_target_dir data/libero/libero_spatial_no_noops
+
+The simulator's renderer must load before TensorFlow (prismatic/eval/libero.py explains why): nothing
+here imports TensorFlow, and `regenerate_suite` builds the environments first.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-IMAGE_RESOLUTION = 256
-NOOP_THRESHOLD = 1e-4
+from prismatic.eval.libero import DUMMY_ACTION, SUITES, LiberoEnvFactory, make_raw_env, quat2axisangle
+from prismatic.util.io import atomic_write_json
+from prismatic.util.progress import progress as progress_bar
+
+IMAGE_SIZE = 256  # the regenerated (and converted) frames; the raw LIBERO files hold 128x128
+NOOP_THRESHOLD = 1e-4  # on the L2 norm of the movement part of an action (also the pipeline's "libero" filter)
 
 
 def is_noop(
@@ -49,8 +57,6 @@ def replay_demo(
     num_steps_wait: int,
 ) -> tuple[dict[str, list], bool, int]:
     """Replay one demo; returns the kept transitions, whether the replay succeeded, and the no-ops dropped."""
-    from prismatic.eval.libero import DUMMY_ACTION, quat2axisangle
-
     env.reset()
     env.set_init_state(orig_states[0])
     obs = None
@@ -114,10 +120,82 @@ def write_demo(group: Any, name: str, demo: dict[str, list]) -> None:
     g.create_dataset("dones", data=flags.copy())
 
 
-def main(argv: list[str] | None = None) -> int:
-    from prismatic.eval.libero import SUITES
+@dataclass(frozen=True)
+class Regenerated:
+    target: Path
+    replays: int
+    successes: int
+    noops: int
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    def __str__(self) -> str:
+        return (
+            f"done: {self.target} ({self.successes}/{self.replays} replays succeeded, "
+            f"{self.noops} no-op steps dropped); metainfo: {self.target}/*_metainfo.json"
+        )
+
+
+def regenerate_suite(
+    suite: str,
+    raw_dir: str | Path,
+    target_dir: str | Path,
+    *,
+    task_ids: list[int] | None = None,
+    num_steps_wait: int = 10,
+    keep_failed: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Regenerated:
+    """Replay every raw demo of `suite` (or of `task_ids`) from `raw_dir` and write the kept ones to `target_dir`."""
+    raw_dir, target = Path(raw_dir), Path(target_dir)
+    replace = target.exists() and any(target.iterdir())
+    if replace and not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty; pass --overwrite to replace it")
+    factory = LiberoEnvFactory(suite, task_ids=task_ids)  # the renderer first (before anything imports TF)
+    import h5py
+
+    if replace:
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+    meta_path = target / f"{suite}_metainfo.json"
+    meta: dict[str, dict[str, Any]] = {}
+    replays = successes = noops = 0
+
+    bar = progress_bar(factory.task_ids, desc=suite, unit="task", disable=not progress)
+    for task_id in bar:
+        task = factory.benchmark.get_task(task_id)
+        raw_path = raw_dir / f"{task.name}_demo.hdf5"
+        if not raw_path.exists():
+            raise FileNotFoundError(f"no raw demo file {raw_path} for task {task_id} ({task.language!r})")
+        env = make_raw_env(task, IMAGE_SIZE)
+        out_path = target / f"{task.name}_demo.hdf5"
+        with h5py.File(raw_path, "r") as raw, h5py.File(out_path, "w") as new:
+            data, group = raw["data"], new.create_group("data")
+            for i in range(len(data.keys())):
+                demo = data[f"demo_{i}"]
+                kept, done, dropped = replay_demo(
+                    env, demo["actions"][()], demo["states"][()], demo["robot_states"][()], num_steps_wait
+                )
+                noops += dropped
+                if kept["actions"] and (done or keep_failed):
+                    write_demo(group, f"demo_{i}", kept)
+                successes += int(done)
+                replays += 1
+                task_key = task.language.replace(" ", "_")
+                meta.setdefault(task_key, {})[f"demo_{i}"] = {
+                    "success": done,
+                    "initial_state": np.asarray(demo["states"][0]).tolist(),
+                }
+                atomic_write_json(meta_path, meta)  # after every demo, so a crash keeps what was done
+                bar.set_postfix_str(f"replayed {replays}, succeeded {successes}, no-ops dropped {noops}")
+        env.close()
+        bar.write(f"saved {out_path} ({replays} replays so far, {successes} succeeded)")
+    bar.close()
+    return Regenerated(target, replays, successes, noops)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line of scripts/libero/regenerate_libero_dataset.py."""
+    p = argparse.ArgumentParser(prog="regenerate_libero_dataset.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--libero_task_suite", required=True, choices=list(SUITES))
     p.add_argument(
         "--libero_raw_data_dir", required=True, type=Path, help="folder of raw <task>_demo.hdf5 files"
@@ -128,68 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_steps_wait", type=int, default=10)
     p.add_argument("--keep_failed", action="store_true", help="debugging only: also write failed replays")
     args = p.parse_args(argv)
-
-    # The renderer must be up before anything imports TensorFlow (prismatic/eval/libero.py explains why).
-    from prismatic.eval.libero import LiberoEnvFactory, make_raw_env
-    from prismatic.util.io import atomic_write_json
-
-    factory = LiberoEnvFactory(args.libero_task_suite, task_ids=args.task_ids)
-    import h5py
-    from tqdm import tqdm
-
-    target: Path = args.libero_target_dir
-    if target.exists() and any(target.iterdir()):
-        if not args.overwrite:
-            print(f"{target} exists and is not empty; pass --overwrite to replace it", file=sys.stderr)
-            return 2
-        shutil.rmtree(target)
-    target.mkdir(parents=True, exist_ok=True)
-    meta_path = target / f"{args.libero_task_suite}_metainfo.json"
-    meta: dict[str, dict[str, Any]] = {}
-    replays = successes = noops = 0
-
-    for task_id in tqdm(factory.task_ids, desc=args.libero_task_suite):
-        task = factory.benchmark.get_task(task_id)
-        raw_path = args.libero_raw_data_dir / f"{task.name}_demo.hdf5"
-        if not raw_path.exists():
-            raise FileNotFoundError(f"no raw demo file {raw_path} for task {task_id} ({task.language!r})")
-        env = make_raw_env(task, IMAGE_RESOLUTION)
-        out_path = target / f"{task.name}_demo.hdf5"
-        with h5py.File(raw_path, "r") as raw, h5py.File(out_path, "w") as new:
-            data, group = raw["data"], new.create_group("data")
-            for i in range(len(data.keys())):
-                demo = data[f"demo_{i}"]
-                kept, done, dropped = replay_demo(
-                    env,
-                    demo["actions"][()],
-                    demo["states"][()],
-                    demo["robot_states"][()],
-                    args.num_steps_wait,
-                )
-                noops += dropped
-                if kept["actions"] and (done or args.keep_failed):
-                    write_demo(group, f"demo_{i}", kept)
-                successes += int(done)
-                replays += 1
-                task_key = task.language.replace(" ", "_")
-                meta.setdefault(task_key, {})[f"demo_{i}"] = {
-                    "success": done,
-                    "initial_state": np.asarray(demo["states"][0]).tolist(),
-                }
-                atomic_write_json(meta_path, meta)  # after every demo, so a crash keeps what was done
-                tqdm.write(
-                    f"replayed {replays}, succeeded {successes} ({100 * successes / replays:.1f}%), "
-                    f"no-ops dropped {noops}"
-                )
-        env.close()
-        tqdm.write(f"saved {out_path}")
-    print(
-        f"done: {target} ({successes}/{replays} replays succeeded, {noops} no-op steps dropped); metainfo: {meta_path}"
-    )
+    try:
+        done = regenerate_suite(
+            args.libero_task_suite, args.libero_raw_data_dir, args.libero_target_dir, task_ids=args.task_ids,
+            num_steps_wait=args.num_steps_wait, keep_failed=args.keep_failed, overwrite=args.overwrite,
+        )  # fmt: skip
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(done)
     return 0
-
-
-if __name__ == "__main__":
-    from prismatic.util.cli import run_cli
-
-    run_cli(main)
