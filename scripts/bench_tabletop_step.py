@@ -23,12 +23,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-import probe_tabletop_grounding as probe  # noqa: E402
 import transformers  # noqa: E402
 
 import prismatic  # noqa: E402
+from prismatic.envs import grounding_probe as probe  # noqa: E402
 from prismatic.training.config import VLAConfig  # noqa: E402
 from prismatic.training.optim import build_optimizer  # noqa: E402
 

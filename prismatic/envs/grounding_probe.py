@@ -1,5 +1,7 @@
 """Does the demo's tiny VLA learn to follow the tabletop instruction? A single-frame probe, no closed loop.
 
+The command is scripts/probe_tabletop_grounding.py (its `main` is the one here).
+
 The closed-loop demo (vla-scripts/tabletop_demo.py) answers with one success rate per ~10-minute run;
 this probe isolates grounding, the hard part, and measures it as training goes:
 
@@ -25,14 +27,13 @@ this probe isolates grounding, the hard part, and measures it as training goes:
 model's tokenizer (the demo uses prismatic/assets/tokenizers/tabletop).
 
 Each writes a JSON report (machine, versions, command, the curve); measured curves are in
-docs/tabletop.md ("Session 4" and "Session 5"): the named object takes 3000-10,000 steps, the fixed
-colour under 1000; one-goal demo episodes barely ground in 8000 steps, chained ones do by 6000.
+docs/tabletop.md (results): the named object takes 3000-10,000 steps, the fixed colour under 1000;
+one-goal demo episodes barely ground in 8000 steps, chained ones do by 6000.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -41,17 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import prismatic  # noqa: E402
-from prismatic.envs import tabletop  # noqa: E402
-from prismatic.envs.expert import ScriptedExpert, collect_episodes  # noqa: E402
-from prismatic.normalization import normalize  # noqa: E402
-from prismatic.training.config import TrainConfig, VLAConfig  # noqa: E402
-from prismatic.training.model_setup import build_model_and_processor, sample_transform  # noqa: E402
+import prismatic
+from prismatic.envs import tabletop
+from prismatic.envs.expert import ScriptedExpert, collect_episodes
+from prismatic.normalization import normalize
+from prismatic.training.config import TrainConfig, VLAConfig
+from prismatic.training.model_setup import build_model_and_processor, sample_transform
+from prismatic.util.io import atomic_write_json
+from prismatic.util.progress import progress
 
 IMAGE_SIZE = 84  # the demo's resolution (configs/vla/tabletop_demo.yaml)
 # The expert's actions span exactly the action bounds, so bounds normalisation maps -5 / 0 / +5 cm to -1 / 0 / 1.
@@ -60,7 +59,7 @@ ACTION_STATS = {"min": _LOW, "max": _HIGH, "q01": _LOW, "q99": _HIGH, "mask": [T
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="probe_tabletop_grounding.py", description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
     p.add_argument("--batch", type=int, default=16, help="frames per step (the demo's batch)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, constant (the demo's)")
@@ -106,7 +105,7 @@ def render_frames(
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {"image": [], "instruction": [], "action": [], "steps": [], "target": []}
     s = seed
-    with tqdm(total=n, desc=f"render (seed {seed})", leave=False) as bar:
+    with progress(total=n, desc=f"render (seed {seed})", leave=False) as bar:
         while len(out["image"]) < n:
             s += 1
             target = int(rng.integers(num_objects))
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(a.seed)
     curve, losses = [], []
     t1 = time.time()
-    bar = tqdm(range(a.steps + 1), desc="probe")
+    bar = progress(range(a.steps + 1), desc="probe")
     for step in bar:
         if step % a.eval_every == 0 or step == a.steps:
             point = {"step": step, "loss": float(np.mean(losses[-100:])) if losses else None,
@@ -269,14 +268,5 @@ def main(argv: list[str] | None = None) -> dict:
         f"{final['target_acc_distinct']:.3f}, distractor_rate {final['distractor_rate']:.3f}"
     )
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(a.out)
+        atomic_write_json(a.out, result)
     return result
-
-
-if __name__ == "__main__":
-    from prismatic.util.cli import run_cli
-
-    run_cli(main)

@@ -7,7 +7,6 @@ no-op steps and failed replays dropped); needs the `libero` extra and the raw LI
 The no-op rule, the replay and the output layout: prismatic/data/libero/regenerate.py (docs/libero.md).
 """
 
-import sys
 
 from prismatic.data.libero.regenerate import main
 from prismatic.util.cli import run_cli

@@ -1,32 +1,18 @@
-"""scripts/probe_tabletop_grounding.py: its metrics, its control data and a short run."""
+"""prismatic.envs.grounding_probe (scripts/probe_tabletop_grounding.py): its metrics, its control data and a
+short run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from prismatic.envs import grounding_probe as probe
 from prismatic.envs import tabletop
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location(
-        "probe_grounding", REPO / "scripts" / "probe_tabletop_grounding.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["probe_grounding"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_grounding_metrics_count_only_distractors_whose_step_differs(probe):
+def test_grounding_metrics_count_only_distractors_whose_step_differs():
     # frame 0: 3 objects, target 0; the prediction is object 2's step -> 1 distractor hit of 2 candidates
     # frame 1: target 1 hit; object 0 has the same step as the target, so only object 2 is a candidate
     objects = np.array([[[1, 1], [2, 2], [3, 3]],
@@ -40,7 +26,7 @@ def test_grounding_metrics_count_only_distractors_whose_step_differs(probe):
     assert m["distractor_rate"] == pytest.approx(1 / 3)  # 1 hit over 3 candidate (frame, object) pairs
 
 
-def test_target_colour_control_names_that_colour_and_labels_the_expert_step(probe):
+def test_target_colour_control_names_that_colour_and_labels_the_expert_step():
     frames = probe.render_frames(12, seed=5, num_objects=3, target_colour="red")
     assert len(frames["image"]) == 12
     assert all(" red " in text for text in frames["instruction"])
@@ -51,7 +37,7 @@ def test_target_colour_control_names_that_colour_and_labels_the_expert_step(prob
         assert set(np.round(np.abs(np.asarray(steps)).ravel(), 6)) <= {0.0, round(tabletop.MAX_DELTA, 6)}
 
 
-def test_short_probe_run_learns_and_writes_its_curve(probe, tmp_path):
+def test_short_probe_run_learns_and_writes_its_curve(tmp_path):
     out = tmp_path / "probe.json"
     result = probe.main(["--steps", "60", "--eval-every", "30", "--train-frames", "96", "--val-frames", "24",
                          "--out", str(out)])  # fmt: skip
@@ -63,7 +49,7 @@ def test_short_probe_run_learns_and_writes_its_curve(probe, tmp_path):
     )
 
 
-def test_bad_flags_stop_before_any_work(probe, capsys):
+def test_bad_flags_stop_before_any_work(capsys):
     with pytest.raises(SystemExit):
         probe.parse_args(["--steps", "0"])
     assert "--steps must be at least 1" in capsys.readouterr().err
@@ -72,7 +58,7 @@ def test_bad_flags_stop_before_any_work(probe, capsys):
     assert "blue, green, red, yellow" in capsys.readouterr().err.replace("'", "")
 
 
-def test_episode_mode_trains_on_the_demos_frames(probe, capsys):
+def test_episode_mode_trains_on_the_demos_frames(capsys):
     frames = probe.episode_frames(3, num_objects=3)
     n = len(frames["image"])
     assert n == len(frames["instruction"]) == len(frames["action"]) > 3  # several frames per episode

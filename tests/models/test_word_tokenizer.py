@@ -1,6 +1,7 @@
 """The small word tokenizer of the tabletop demo: committed files, Llama-2 conventions, reserved action ids."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,15 +11,13 @@ import torch
 from transformers import AutoTokenizer
 
 from prismatic.envs.tabletop import all_instructions
+from prismatic.envs.vocabulary import TOKENIZER_DIR as ASSET
+from prismatic.envs.vocabulary import write_tokenizer
 from prismatic.models.llm.word_tokenizer import build_word_tokenizer, split_words
 from prismatic.training.config import TrainConfig, VLAConfig
 from prismatic.training.model_setup import build_model_and_processor, sample_transform
 
 REPO = Path(__file__).resolve().parents[2]
-ASSET = REPO / "prismatic" / "assets" / "tokenizers" / "tabletop"
-sys.path.insert(0, str(REPO / "scripts"))
-import make_tabletop_tokenizer  # noqa: E402
-
 PROMPT = "In: What action should the robot take to touch the red cylinder?\nOut:"
 
 
@@ -28,7 +27,7 @@ def tok():
 
 
 def test_committed_files_are_what_the_script_writes(tmp_path):
-    out = make_tabletop_tokenizer.main(["--out", str(tmp_path)])
+    out = write_tokenizer(tmp_path)  # what scripts/make_tabletop_tokenizer.py runs
     assert json.loads((out / "tokenizer.json").read_text()) == json.loads((ASSET / "tokenizer.json").read_text())
 
 
@@ -83,12 +82,15 @@ def test_a_model_with_it_trains_and_predicts_without_llama_ids(tok):
     assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
 
 
+@pytest.mark.slow
 def test_step_benchmark_reports_both_vocabularies(tmp_path):
-    import bench_tabletop_step
-
-    report = bench_tabletop_step.main(["--rounds", "1", "--steps", "1", "--batch", "2", "--out", str(tmp_path / "b.json")])
+    """scripts/bench_tabletop_step.py run as a user runs it (a script, not imported by path)."""
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_tabletop_step.py"), "--rounds", "1", "--steps", "1",
+           "--batch", "2", "--out", str(tmp_path / "b.json")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((tmp_path / "b.json").read_text())
-    assert saved["speedup_word_vs_llama2"] == report["speedup_word_vs_llama2"] > 0
+    assert saved["speedup_word_vs_llama2"] > 0 and "faster per step" in proc.stdout
     rows = {name: r["vocab_rows"] for name, r in saved["results"].items()}
     assert rows == {"llama2_tokenizer": 32064, "word_tokenizer": 768}
     assert saved["results"]["word_tokenizer"]["parameters"] < saved["results"]["llama2_tokenizer"]["parameters"] / 5
