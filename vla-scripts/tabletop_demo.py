@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import draccus
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the demo
@@ -118,8 +117,7 @@ def train(cfg: DemoConfig, data_root: Path) -> Path:
 
 def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
     import prismatic
-    from prismatic.envs import TabletopEnv
-    from prismatic.envs.expert import swap_instruction
+    from prismatic.envs import SwappedInstructionEnv, TabletopEnv
     from prismatic.envs.record import DATASET_NAME
     from prismatic.eval import EvalTask, GymEnvFactory, RandomPolicy, VLAPolicy, run_evaluation
     from prismatic.eval.harness import ResumeError
@@ -134,22 +132,10 @@ def evaluate(cfg: DemoConfig, run_dir: Path) -> dict:
                 "start": cfg.start}  # fmt: skip
     task = EvalTask("reach", "", max_steps=TabletopEnv().max_steps, inits=seeds)
 
-    class SwappedInstruction(TabletopEnv):
-        """The policy is told to go to another object in the scene; success still means the true target."""
-
-        def reset(self, *, seed=None, options=None):
-            obs, info = super().reset(seed=seed, options=options)
-            self._shown = swap_instruction(info, np.random.default_rng(seed))
-            return {**obs, "instruction": self._shown}, info
-
-        def step(self, action):
-            obs, reward, terminated, truncated, info = super().step(action)
-            return {**obs, "instruction": self._shown}, reward, terminated, truncated, info
-
     low, high = TabletopEnv().action_space.low, TabletopEnv().action_space.high
     conditions = {
         "policy": (TabletopEnv, VLAPolicy(vla, unnorm_key=DATASET_NAME)),
-        "language-swapped": (SwappedInstruction, VLAPolicy(vla, unnorm_key=DATASET_NAME)),
+        "language-swapped": (SwappedInstructionEnv, VLAPolicy(vla, unnorm_key=DATASET_NAME)),
         "random": (TabletopEnv, RandomPolicy(7, low=low, high=high, seed=0)),
     }
     if cfg.num_objects == 1:

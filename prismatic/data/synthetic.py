@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from prismatic.data.errors import DataError
+from prismatic.util.progress import is_terminal
 
 Episode = dict[str, Any]  # {"steps": [step dicts], "episode_metadata": {...} (optional)}
 
@@ -43,6 +45,9 @@ def write_rlds(
     """
     import tensorflow_datasets as tfds
 
+    # tfds draws its own nested bars, redrawn every 0.1 s: in a log they would be hundreds of lines, so
+    # only on a terminal (as prismatic.util.progress does for ours).
+    tfds.display_progress_bar(is_terminal(sys.stderr))
     info_name = info_name or name
     episodes = list(episodes)
     target = Path(data_root) / name / version

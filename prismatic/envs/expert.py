@@ -1,4 +1,5 @@
-"""Policies and data helpers for `TabletopEnv`: scripted expert, random baseline, demo collection, rollouts."""
+"""Policies and data helpers for `TabletopEnv`: scripted expert, random baseline, demo collection, rollouts,
+and the language-swapped control (`SwappedInstructionEnv`)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,24 @@ def swap_instruction(info: Mapping[str, Any], rng: np.random.Generator | None = 
     else:
         other = others[int(rng.integers(len(others)))]
     return info["template"].format(other["name"])
+
+
+class SwappedInstructionEnv(TabletopEnv):
+    """The language-blind control: the policy is told to go to another object of the scene
+    (`swap_instruction`, drawn from the episode seed), while success still means the TRUE target.
+
+    A policy that follows the instruction scores near 0% here; one that ignores it scores as it does
+    on `TabletopEnv`. Needs at least two objects per scene.
+    """
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = super().reset(seed=seed, options=options)
+        self._shown = swap_instruction(info, np.random.default_rng(seed))
+        return {**obs, "instruction": self._shown}, info
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return {**obs, "instruction": self._shown}, reward, terminated, truncated, info
 
 
 def rollout(

@@ -16,6 +16,7 @@ from prismatic.envs import (
     SHAPES,
     RandomPolicy,
     ScriptedExpert,
+    SwappedInstructionEnv,
     TabletopEnv,
     collect_episodes,
     rollout,
@@ -127,6 +128,31 @@ def test_language_swap_sends_a_grounded_policy_to_the_wrong_object(env: Tabletop
     assert not any(r["success"] for r in results)
     assert all(r["shown_instruction"] != r["instruction"] for r in results)
     assert all(rollout(env, obedient, seed)["success"] for seed in range(20))
+
+
+def test_swapped_instruction_env_shows_another_object_and_judges_the_true_target() -> None:
+    """The demo's language-blind control as an environment: every observation carries the swapped
+    instruction, `info` keeps the truth, and only reaching the true target counts."""
+    swapped = SwappedInstructionEnv(image_size=32)
+    expert = ScriptedExpert()
+
+    def obedient(obs, info):
+        named = next(o for o in info["objects"] if obs["instruction"].endswith(o["name"]))
+        return expert(obs, {**info, "target": named})
+
+    for seed in range(20):
+        obs, info = swapped.reset(seed=seed)
+        assert obs["instruction"] == swap_instruction(info, np.random.default_rng(seed)) != info["instruction"]
+        done, shown = False, obs["instruction"]
+        while not done:
+            obs, _, terminated, truncated, info = swapped.step(obedient(obs, info))
+            assert obs["instruction"] == shown
+            done = terminated or truncated
+        assert not info["success"]  # it went where it was told, which is not the target
+        obs, info = swapped.reset(seed=seed)
+        while not (info["success"] or info["step"] >= swapped.max_steps):
+            obs, _, _, _, info = swapped.step(expert(obs, info))  # the truth in `info` still succeeds
+        assert info["success"]
 
 
 def test_reset_option_picks_the_target(env: TabletopEnv) -> None:
