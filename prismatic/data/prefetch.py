@@ -5,7 +5,7 @@ first wait for TensorFlow to hand over frames and for the Python transform (imag
 tokenizer, collator) to run. `BackgroundIterator` moves that work onto a thread, so a GPU step, whose
 host thread mostly waits on kernels, finds the next batch ready. It cannot beat the GIL: for the
 tabletop demo's tiny CPU model, whose step is itself Python-bound, it measured no gain (0.0429 against
-0.0432 s per step; docs/tabletop.md, session 5).
+0.0432 s per step; docs/tabletop.md, results).
 """
 
 from __future__ import annotations

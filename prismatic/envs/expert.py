@@ -159,7 +159,7 @@ def collect_episodes(
     expert carries on from there; reward is 1 on each goal's success step. In a one-goal episode the
     object nearest the gripper is usually the target once the gripper has moved, so most frames can be
     fitted without reading the instruction; a chained segment starts on the object it must leave,
-    where only the instruction tells which way to go (docs/tabletop.md, session 5).
+    where only the instruction tells which way to go (docs/tabletop.md, results).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
