@@ -62,10 +62,13 @@ class Progress(tqdm):
             self.leave = False  # tqdm would otherwise redraw it and end with a bare newline
         super().close()
 
+    # `refresh` stays in the signatures for tqdm's callers; a postfix never forces a redraw here.
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        del refresh
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        del refresh
         super().set_postfix_str(s, refresh=False)
 
 
