@@ -102,7 +102,7 @@ def test_cycle_check_finds_a_cycle_through_function_level_imports(tmp_path):
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph(package_modules())
-    assert len(graph) > 60 and "prismatic.models.layouts" in graph["prismatic.models.vla"]
+    assert len(graph) > 60 and "prismatic.models.vla" in graph["prismatic.models.load"]  # the graph is read
     found = cycles(graph)
     assert not found, (
         "import cycles (including imports inside functions): "
