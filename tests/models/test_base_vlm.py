@@ -21,9 +21,8 @@ from prismatic.models.base_vlm import (
     resolve_base_vlm,
 )
 from prismatic.models.configuration import OpenVLAConfig
-from prismatic.models.layouts import hf_to_native
+from prismatic.models.layouts import hf_to_native, native_arch_section
 from prismatic.models.llm.loading import load_tokenizer
-from prismatic.models.load import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.vision.pretrained import pretrained_vision_state
 
