@@ -1,5 +1,5 @@
 """Torch side of the data pipeline: an IterableDataset over the tf.data stream, the per-frame transform
-into model inputs (prompt + action tokens), and the padding collator.
+into model inputs (through the model's `SampleEncoder`), and the padding collator.
 
 Action tokens are appended as ids directly (never detokenised and re-tokenised): the prompt up to
 "Out:" is tokenised, then (for Llama-2 tokenizers) the lone "▁" piece, then the action ids, then EOS.
@@ -10,7 +10,7 @@ That is exactly the sequence the original obtained by tokenising "...Out: " + de
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ from torch.utils.data import IterableDataset
 
 from prismatic.constants import IGNORE_INDEX, LLAMA2_EMPTY_TOKEN_ID
 from prismatic.data.errors import DataError
-from prismatic.models.action_tokenizer import ActionTokenizer
-from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
+from prismatic.models.sample_encoder import SampleEncoder
 
 ImageTransform = Callable[[Image.Image], Any]  # -> torch.Tensor or dict[str, torch.Tensor]
 
@@ -41,71 +40,43 @@ def has_empty_piece(tokenizer: Any, token_id: int | None = LLAMA2_EMPTY_TOKEN_ID
 
 @dataclass
 class RLDSBatchTransform:
-    """One RLDS frame (numpy) -> {pixel_values, input_ids, labels, dataset_name}."""
+    """One RLDS frame (numpy) -> model inputs, laid out by the model's `SampleEncoder` (the one inference
+    uses): {pixel_values, input_ids, labels, action_mask, actions, [proprio], dataset_name}.
 
-    action_tokenizer: ActionTokenizer
-    tokenizer: Any  # a transformers tokenizer
-    image_transform: ImageTransform
-    prompt_builder: str = "pure"
-    predict_stop_token: bool = True
-    camera_view: str = "primary"
-    insert_empty_token: bool | None = None  # None: auto (True for Llama-2 tokenizers)
-    _empty: bool = field(init=False, repr=False)
+    Reads the encoder's cameras (`image_<camera>`), the proprio state, and `chunk_len` actions starting at
+    the current step (the pipeline's `future_action_window_size` must give at least chunk_len - 1 more)."""
 
-    def __post_init__(self) -> None:
-        get_prompt_builder(self.prompt_builder)  # fail now on an unknown name (lists the valid ones)
-        self._empty = (
-            has_empty_piece(self.tokenizer)
-            if self.insert_empty_token is None
-            else self.insert_empty_token
-        )
-        if self.tokenizer.eos_token_id is None:
-            raise DataError("The tokenizer has no eos_token_id; the action sequence must end with EOS")
-
-    def prompt_ids(self, instruction: str) -> list[int]:
-        """Token ids of the prompt up to and including "Out:" (with BOS as the tokenizer adds it)."""
-        builder = get_prompt_builder(self.prompt_builder)
-        builder.add_turn("human", VLA_QUESTION.format(instruction=vla_instruction(instruction)))
-        return list(self.tokenizer(builder.get_prompt(), add_special_tokens=True).input_ids)
-
-    def action_token_ids(self, action: np.ndarray) -> list[int]:
-        return self.action_tokenizer.encode(np.asarray(action).reshape(-1)).tolist()
-
-    def build(self, instruction: str, action: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        prompt = self.prompt_ids(instruction)
-        if self._empty:
-            prompt.append(LLAMA2_EMPTY_TOKEN_ID)
-        target = self.action_token_ids(action) + [int(self.tokenizer.eos_token_id)]
-        input_ids = torch.tensor(prompt + target, dtype=torch.long)
-        labels = input_ids.clone()
-        labels[: len(prompt)] = IGNORE_INDEX  # loss only on the action tokens (+ EOS)
-        if not self.predict_stop_token:
-            labels[-1] = IGNORE_INDEX
-        return input_ids, labels
+    encoder: SampleEncoder
 
     def __call__(self, frame: Mapping[str, Any]) -> dict[str, Any]:
+        obs = frame["observation"]
         actions = np.asarray(frame["action"])  # [window + future, D]
-        # The current step: last of the observation window (the original's [0] for window_size=1).
-        window = (
-            np.asarray(frame["observation"]["pad_mask"]).shape[0] if "pad_mask" in frame["observation"] else 1
-        )
-        action = actions[window - 1]
+        # The current step is the last of the observation window (the original's [0] for window_size=1).
+        window = np.asarray(obs["pad_mask"]).shape[0] if "pad_mask" in obs else 1
+        chunk_len = self.encoder.chunk_len
+        if actions.shape[0] < window - 1 + chunk_len:
+            raise DataError(
+                f"the frame holds {actions.shape[0]} action(s) for a window of {window}; the model predicts chunks of "
+                f"{chunk_len}: set the pipeline's future_action_window_size to {chunk_len - 1}"
+            )
+        chunk = actions[window - 1 : window - 1 + chunk_len]
+        images = []
+        for camera in self.encoder.cameras:
+            key = f"image_{camera}"
+            if key not in obs:
+                raise DataError(f"Frame has no {key!r}; it has {sorted(obs)}. Load that camera view.")
+            images.append(Image.fromarray(np.asarray(obs[key])[-1]))
+        proprio = None
+        if self.encoder.proprio_dim:
+            if "proprio" not in obs:
+                raise DataError(f"Frame has no 'proprio'; it has {sorted(obs)}. Load the proprioceptive state.")
+            proprio = np.asarray(obs["proprio"])[-1]
         instruction = frame["task"]["language_instruction"]
         instruction = instruction.decode() if isinstance(instruction, bytes) else str(instruction)
-        input_ids, labels = self.build(instruction, action)
-        key = f"image_{self.camera_view}"
-        if key not in frame["observation"]:
-            raise DataError(
-                f"Frame has no {key!r}; it has {sorted(frame['observation'])}. Load that camera view."
-            )
-        image = Image.fromarray(np.asarray(frame["observation"][key])[-1])
+        out = self.encoder.training_sample(instruction, chunk, images, proprio)
         name = frame["dataset_name"]
-        return {
-            "pixel_values": self.image_transform(image),
-            "input_ids": input_ids,
-            "labels": labels,
-            "dataset_name": name.decode() if isinstance(name, bytes) else str(name),
-        }
+        out["dataset_name"] = name.decode() if isinstance(name, bytes) else str(name)
+        return out
 
 
 @dataclass
@@ -143,6 +114,12 @@ class PaddedCollator:
             "attention_mask": attention_mask,
             "labels": labels,
         }
+        if "action_mask" in instances[0]:  # the slots: False on padding
+            slots = pad_sequence([x["action_mask"] for x in instances], batch_first=True, padding_value=False)
+            out["action_mask"] = slots[:, : self.model_max_length]
+        for key in ("actions", "proprio"):  # fixed shapes per model: stacked
+            if key in instances[0]:
+                out[key] = torch.stack([torch.as_tensor(x[key]) for x in instances])
         if "dataset_name" in instances[0]:
             out["dataset_names"] = [x["dataset_name"] for x in instances]
         return out

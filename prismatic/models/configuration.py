@@ -84,9 +84,65 @@ class OpenVLAConfig(PrismaticConfig):
     # tokenizer produces for "Out: <actions>". False for tokenizers without that piece (the tabletop
     # demo's word tokenizer); official checkpoints leave it at the default.
     empty_token_before_actions: bool = True
+    # The action formulation (prismatic.models.heads). No official file records these: openvla-7b is the
+    # defaults, the OpenVLA-OFT LIBERO releases are l1-regression, cameras [primary, wrist], proprio 8,
+    # chunk 8, action_dim 7 (docs/heads.md).
+    action_head: str = "bins"  # key of prismatic.models.heads.ACTION_HEADS
+    chunk_len: int = 1  # actions predicted per query (K)
+    cameras: list[str] | None = None  # image views, in input order (None: ["primary"])
+    proprio_dim: int = 0  # proprioceptive state size fed as one token after the patches (0: none)
+    action_dim: int | None = None  # D; parallel heads need it (None: from the statistics, bins only)
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.cameras is None:
+            self.cameras = ["primary"]
+        super().__post_init__(**kwargs)
+        from prismatic.models.heads import ACTION_HEADS  # the heads import this module
+
+        head = ACTION_HEADS.get(self.action_head)  # raises with the valid choices
+        problems = []
+        if not isinstance(self.chunk_len, int) or self.chunk_len < 1:
+            problems.append(f"chunk_len must be an integer >= 1, got {self.chunk_len!r}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            problems.append(f"cameras must be a non-empty list of distinct names, got {self.cameras!r}")
+        if not isinstance(self.proprio_dim, int) or self.proprio_dim < 0:
+            problems.append(f"proprio_dim must be an integer >= 0, got {self.proprio_dim!r}")
+        if self.action_dim is not None and (not isinstance(self.action_dim, int) or self.action_dim < 1):
+            problems.append(f"action_dim must be an integer >= 1 (or None), got {self.action_dim!r}")
+        if head.parallel and self.action_dim is None:
+            problems.append(f"action_head {self.action_head!r} predicts chunk_len x action_dim slots at once: set action_dim")
+        if problems:
+            raise ValueError("invalid OpenVLAConfig: " + "; ".join(problems))
+
+    # The data-to-model contract: always written to config.json (not only when they differ from the defaults).
+    CONTRACT_FIELDS = ("action_head", "chunk_len", "cameras", "proprio_dim", "action_dim")
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        out = super().to_diff_dict()
+        out.update({k: getattr(self, k) for k in self.CONTRACT_FIELDS})
+        return out
 
     @property
     def base_vocab_size(self) -> int:
         if self.action_vocab_size is not None:
             return self.action_vocab_size
         return self.text_config.vocab_size - self.pad_to_multiple_of
+
+    @property
+    def empty_token_id(self) -> int | None:
+        """The LLM backbone's lone "▁" id that precedes the action tokens (None: no such token).
+
+        The one source for training and inference: Llama-2 29871, Mistral 28705."""
+        if not self.empty_token_before_actions or self.llm_backbone_id not in LLM_BACKBONES:
+            return None
+        return LLM_BACKBONES.get(self.llm_backbone_id).empty_token_id
+
+    @property
+    def num_images(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def stop_token_id(self) -> int:
+        """The token that ends an action sequence (the LLM's EOS: 2 for Llama-2)."""
+        eos = self.text_config.eos_token_id
+        return int(eos[0] if isinstance(eos, (list, tuple)) else eos)

@@ -9,7 +9,8 @@
   ViT), LayerScale as `ls1.gamma`, the projector's `nn.Sequential` under its attribute name
   (`projector.0.*`, `projector.2.*`, `projector.4.*`; `projector.weight` for the linear one: the
   original saves `vlm.projector.state_dict()`), and the LLM under `llm.*`. Projector keys without the
-  `projector.` prefix (what this project wrote before) are read too.
+  `projector.` prefix (what this project wrote before) are read too. A VLA's action head and proprio
+  projector (if they have weights) sit under `action_head` / `proprio_projector` with their HF-layout names.
 
 Both directions are pure renames (no tensor is touched), so a round trip is bit-identical.
 """
@@ -41,6 +42,8 @@ _PROJECTOR_PREFIX = "projector."
 # Config fields that are not architecture (kept out of the native `model` section).
 NON_ARCH_FIELDS = ("norm_stats", "auto_map", "architectures", "_name_or_path", "transformers_version", "dtype",
                    "quantization_config")  # fmt: skip
+# A VLA's own modules (prismatic.models.heads, the proprio projector): the same names in both layouts.
+ACTION_GROUPS = ("action_head", "proprio_projector")
 
 
 def native_featurizer_names(vision_backbone_id: str) -> tuple[str, ...]:
@@ -76,8 +79,12 @@ def hf_to_native(
             out["projector"][_PROJECTOR_PREFIX + name] = tensor
         elif group == "language_model":
             out["llm_backbone"][f"llm.{rest}"] = tensor
+        elif group in ACTION_GROUPS:
+            out.setdefault(group, {})[rest] = tensor
         else:
-            raise KeyError(f"unexpected key {key!r}: not under vision_backbone, projector or language_model")
+            raise KeyError(
+                f"unexpected key {key!r}: not under vision_backbone, projector, language_model or {', '.join(ACTION_GROUPS)}"
+            )
     return out
 
 
@@ -115,6 +122,9 @@ def native_to_hf(
         if not key.startswith("llm."):
             raise KeyError(f"unexpected LLM key {key!r}: native LLM keys start with 'llm.'")
         out[f"language_model.{key[len('llm.'):]}"] = tensor
+    for group in ACTION_GROUPS:
+        for key, tensor in model_state.get(group, {}).items():
+            out[f"{group}.{key}"] = tensor
     return out
 
 

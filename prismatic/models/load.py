@@ -226,8 +226,35 @@ def build_processor(config: OpenVLAConfig, tokenizer) -> PrismaticProcessor:
     return PrismaticProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def native_config(run_dir: Path) -> OpenVLAConfig:
-    arch = _native_arch(run_dir)
+def _fresh_action_state(config: OpenVLAConfig) -> dict[str, torch.Tensor]:
+    """Initial weights of the action head and proprio projector (PyTorch's default init, as the model's)."""
+    from prismatic.models.heads import ACTION_HEADS
+    from prismatic.models.projectors import ProprioProjector
+
+    modules = {"action_head": ACTION_HEADS.get(config.action_head)(config)}
+    if config.proprio_dim:
+        modules["proprio_projector"] = ProprioProjector(config.proprio_dim, config.text_config.hidden_size)
+    return {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+
+
+def _check_action_modules(model: OpenVLAForActionPrediction, path: Path, new_ok: bool) -> None:
+    """The head and proprio projector must have come from the checkpoint, unless a new one is wanted."""
+    from prismatic.models import oft
+
+    names = oft.checkpoint_tensor_names(path)
+    absent = [name for name in oft.COMPONENTS if getattr(model, name) is not None
+              and any(f"{name}.{k}" not in names for k in getattr(model, name).state_dict())
+              and oft.component_file(path, name) is None]  # fmt: skip
+    if absent and not new_ok:
+        raise CheckpointError(
+            f"{path} has no weights for the model's {', '.join(absent)} ({model.config.action_head!r} head, proprio_dim="
+            f"{model.config.proprio_dim}): neither in its safetensors nor as an OpenVLA-OFT <name>--<step>_checkpoint.pt. "
+            "Check the action_head / proprio_dim settings, or pass new_action_modules=True to start them fresh (training)"
+        )
+
+
+def native_config(run_dir: Path, **overrides: Any) -> OpenVLAConfig:
+    arch = {**_native_arch(run_dir), **overrides}
     stats_path = run_dir / "dataset_statistics.json"
     if not stats_path.is_file():
         raise CheckpointError(
@@ -256,6 +283,9 @@ def load_native_state(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 # -- public API ----------------------------------------------------------------------------------
+HEAD_SETTINGS = ("action_head", "chunk_len", "cameras", "proprio_dim", "action_dim")
+
+
 def load_vla(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -264,16 +294,30 @@ def load_vla(
     quantization_config: Any | None = None,
     quantize: str | None = None,
     decode: str = "auto",
+    *,
+    action_head: str | None = None,
+    chunk_len: int | None = None,
+    cameras: list[str] | tuple[str, ...] | None = None,
+    proprio_dim: int | None = None,
+    action_dim: int | None = None,
+    new_action_modules: bool = False,
 ):
     """Load a VLA and its processor from an HF-layout directory or a native run directory / `.pt` file.
 
-    Returns a `prismatic.models.vla.VLA` (model + processor + statistics, with `predict_action`).
+    Returns a `prismatic.models.vla.VLA` (model + processor + statistics, with `predict_chunks`).
     `quantize="8bit"|"4bit"` (HF layout only; `prismatic.models.quantization`) quantises the weights with
     bitsandbytes as they are read, straight onto `device`, and logs the weights' memory before and after;
     `quantization_config` passes a transformers `BitsAndBytesConfig` instead (QLoRA bases do).
-    `decode` is the VLA's default decoding path ("auto", "eager", "static", "graphs"; see
+    `decode` is the VLA's default decoding path for token heads ("auto", "eager", "static", "graphs"; see
     `prismatic.models.decoding`).
+
+    `action_head`, `chunk_len`, `cameras`, `proprio_dim`, `action_dim` override the checkpoint's action
+    formulation (None: as recorded; `prismatic.models.oft.OFT_LIBERO` holds the OpenVLA-OFT LIBERO releases'
+    values, which no file records). An OpenVLA-OFT release directory's head and proprio projector are read
+    from its `*--<step>_checkpoint.pt` files. A head or projector without weights is an error unless
+    `new_action_modules` (fine-tuning a new head on a base VLM): then it starts freshly initialised.
     """
+    from prismatic.models import oft
     from prismatic.models.decoding import DECODE_MODES
 
     if decode not in DECODE_MODES:
@@ -282,6 +326,9 @@ def load_vla(
         check_quantization(quantize)
         if quantization_config is not None:
             raise ValueError("pass quantize=... or quantization_config=..., not both")
+    overrides = {k: v for k, v in dict(action_head=action_head, chunk_len=chunk_len, proprio_dim=proprio_dim,
+                                       action_dim=action_dim, cameras=list(cameras) if cameras else None).items()
+                 if v is not None}  # fmt: skip
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
@@ -294,9 +341,14 @@ def load_vla(
         check_hf_dir(path)
         if quantize is not None:
             quantization_config = inference_quantization_config(path, quantize, device, dtype)
+        if "action_head" not in overrides and oft.has_release_components(path):
+            recorded = json.loads((path / "config.json").read_text()).get("action_head", "bins")
+            if recorded == "bins":
+                raise CheckpointError(oft.settings_hint(path))
         quantized = {} if quantization_config is None else {
             "quantization_config": quantization_config, "device_map": {"": str(torch.device(device))}}  # fmt: skip
-        model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto", **quantized)
+        model = OpenVLAForActionPrediction.from_pretrained(path, dtype=dtype or "auto", **quantized, **overrides)
+        _check_action_modules(model, path, new_action_modules)
         processor = PrismaticProcessor.from_pretrained(path)
         if tokenizer is not None:
             processor.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
@@ -305,7 +357,7 @@ def load_vla(
         return VLA((model if quantized else model.to(device)).eval(), processor, decode=decode)
     if is_native_run_dir(path):
         run_dir = path.parents[1] if path.suffix == ".pt" else path
-        config = native_config(run_dir)
+        config = native_config(run_dir, **overrides)
         tok_dir = Path(tokenizer) if tokenizer else run_dir / "tokenizer"
         if not tok_dir.is_dir():
             raise CheckpointError(
@@ -313,6 +365,8 @@ def load_vla(
             )
         native = load_native_state(path) if path.suffix == ".pt" else _load_newest_readable(path)[1]
         state = native_to_hf(native, config.vision_backbone_id, config.projector_type)
+        if new_action_modules:  # a new head / projector starts from its initial weights
+            state = {**_fresh_action_state(config), **state}
         with torch.device("meta"):
             model = OpenVLAForActionPrediction(config)
         load_state_dict_strict(model, state)

@@ -53,6 +53,19 @@ class FusedGeluMLPProjector(nn.Module):
         return self.fc3(self.act_fn2(self.fc2(self.act_fn1(self.fc1(patches)))))
 
 
+class ProprioProjector(nn.Module):
+    """Proprioceptive state [B, P] -> one LLM token [B, H]: Linear -> GELU -> Linear (OpenVLA-OFT's)."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim, bias=True)
+        self.act_fn1 = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim, bias=True)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn1(self.fc1(proprio)))
+
+
 def projector_type(arch_specifier: str) -> str:
     """`no-align+fused-gelu-mlp` -> `fused-gelu-mlp` (the prefix names a training stage, not a module)."""
     name = arch_specifier.split("+")[-1]

@@ -14,6 +14,7 @@ from prismatic.models.layouts import hf_state_to_native, native_arch_section
 from prismatic.models.llm.prompting import build_vla_prompt
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticProcessor
+from prismatic.models.sample_encoder import SampleEncoder
 from prismatic.util.io import atomic_torch_save, atomic_write_json
 
 _NOT_A_BATCH = (str, bytes)  # iterable, but never a batch of images or instructions
@@ -44,7 +45,8 @@ def check_batch(images: Any, instructions: Any) -> None:
 
 
 class VLA:
-    """Model + processor. `predict_action(image, instruction)` is the whole inference API.
+    """Model + processor. `predict_chunks` / `predict_action(s)` from images and instructions is the whole
+    inference API; inputs are built by the same `SampleEncoder` that training uses.
 
     `decode` is the decoding path used unless a call passes its own: "auto" (static cache + CUDA graphs on
     CUDA, eager elsewhere), "eager", "static" or "graphs" (`prismatic.models.decoding`).
@@ -52,6 +54,30 @@ class VLA:
 
     def __init__(self, model: OpenVLAForActionPrediction, processor: PrismaticProcessor, decode: str = "auto") -> None:
         self.model, self.processor, self.decode = model, processor, decode
+
+    @property
+    def encoder(self) -> SampleEncoder:
+        """Lays out prompts, camera images, proprio and action slots for this model (training uses it too)."""
+        return SampleEncoder.for_model(self.model.config, self.processor.tokenizer, self.processor.image_processor.transform)
+
+    # -- the model's input/output contract ------------------------------------------------------
+    @property
+    def chunk_len(self) -> int:
+        """Actions per prediction (T): 1 for OpenVLA's bins head, 8 for the OpenVLA-OFT LIBERO releases."""
+        return int(self.model.config.chunk_len)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Camera views the model reads, in the order `predict_chunks` expects images."""
+        return tuple(self.model.config.cameras)
+
+    @property
+    def proprio_dim(self) -> int:
+        """Size of the proprioceptive state the model reads (0: none)."""
+        return int(self.model.config.proprio_dim)
+
+    def action_dim(self, unnorm_key: str | None = None) -> int:
+        return self.model.get_action_dim(unnorm_key)
 
     @property
     def config(self):
@@ -64,19 +90,41 @@ class VLA:
     def prompt(self, instruction: str) -> str:
         return build_vla_prompt(instruction, self.model.config.prompt_builder)
 
-    def predict_action(self, image, instruction: str, unnorm_key: str | None = None, **kwargs: Any) -> np.ndarray:
-        """One image and instruction -> one un-normalised action [action_dim]."""
-        inputs = self.processor(self.prompt(check_instruction(instruction)), image)
-        return self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
+    def predict_chunks(
+        self,
+        images: Sequence,
+        instructions: Sequence[str],
+        unnorm_key: str | None = None,
+        proprio: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """A batch -> un-normalised action chunks [batch, chunk_len, action_dim] in one pass.
+
+        images[b] is one image, or a sequence of images (one per camera, in `cameras` order); proprio is
+        None or the raw state [batch, proprio_dim] (normalised here with the dataset's statistics)."""
+        check_batch(images, instructions)
+        key = self.model.resolve_unnorm_key(unnorm_key)
+        state = self.model.normalize_proprio(proprio, key) if proprio is not None else None
+        if state is not None and state.shape[0] != len(instructions):
+            raise ValueError(f"got proprio for {state.shape[0]} samples but {len(instructions)} instructions")
+        inputs = self.encoder.inference_inputs(list(instructions), list(images), state)
+        kwargs = {"decode": self.decode, **kwargs}  # token heads decode with it; parallel heads ignore it
+        chunk = self.model.predict_normalized_chunk(**inputs, action_dim=self.model.get_action_dim(key), **kwargs)
+        return self.model.unnormalize_actions(chunk.cpu().numpy(), key)
+
+    def predict_action(
+        self, image, instruction: str, unnorm_key: str | None = None, proprio: Any = None, **kwargs: Any
+    ) -> np.ndarray:
+        """One observation -> the next un-normalised action [action_dim] (a chunk head's first step)."""
+        state = None if proprio is None else np.asarray(proprio, dtype=np.float64).reshape(1, -1)
+        return self.predict_chunks([image], [check_instruction(instruction)], unnorm_key, state, **kwargs)[0, 0]
 
     def predict_actions(
-        self, images: Sequence, instructions: Sequence[str], unnorm_key: str | None = None, **kwargs: Any
-    ) -> np.ndarray:
-        """A batch of (image, instruction) pairs -> actions [batch, action_dim] in one forward pass."""
-        check_batch(images, instructions)
-        inputs = self.processor([self.prompt(i) for i in instructions], list(images))
-        actions = self.model.predict_action(**inputs, unnorm_key=unnorm_key, **{"decode": self.decode, **kwargs})
-        return actions.reshape(len(images), -1)
+        self, images: Sequence, instructions: Sequence[str], unnorm_key: str | None = None, proprio: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:  # fmt: skip
+        """A batch of observations -> the next actions [batch, action_dim] in one forward pass."""
+        return self.predict_chunks(images, instructions, unnorm_key, proprio, **kwargs)[:, 0]
 
     # -- saving ---------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, max_shard_size: str | int = "5GB") -> Path:

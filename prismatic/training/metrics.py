@@ -54,6 +54,28 @@ def compute_action_metrics(
     return out
 
 
+@torch.no_grad()
+def compute_l1_metrics(
+    predicted: torch.Tensor, actions: torch.Tensor, dataset_names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """L1 error of predicted normalised chunks [B, T, D] against the ground truth: overall (`action_l1`), of
+    the current step (`action_l1_current`) and of the later steps (`action_l1_future`, chunks only; OFT's
+    curr/next split), per dimension (`action_l1/dim<i>`) and, with `dataset_names` (one per sample), per
+    dataset (`action_l1/<dataset>`)."""
+    err = (predicted - actions).abs()  # [B, T, D]
+    out = {"action_l1": float(err.mean()), "action_l1_current": float(err[:, 0].mean())}
+    if err.shape[1] > 1:
+        out["action_l1_future"] = float(err[:, 1:].mean())
+    for d, value in enumerate(err.mean(dim=(0, 1)).tolist()):
+        out[f"action_l1/dim{d}"] = value
+    if dataset_names is not None:
+        names = list(dataset_names)
+        for name in sorted(set(names)):
+            rows = torch.tensor([n == name for n in names], device=err.device)
+            out[f"action_l1/{name}"] = float(err[rows].mean())
+    return out
+
+
 class Tracker(Protocol):
     def log(self, step: int, metrics: dict[str, Any]) -> None: ...
 

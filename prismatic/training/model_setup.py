@@ -116,15 +116,16 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
 
 
 def sample_transform(vla: VLA):
-    """The frame -> model-input transform and the batch collator that training uses for this model."""
+    """The frame -> model-input transform and the batch collator that training uses for this model: the
+    model's `SampleEncoder` (the one `VLA.predict_*` uses) with the training image transform."""
     from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform
+    from prismatic.models.sample_encoder import SampleEncoder
 
     c = vla.model.config
     spec = VISION_BACKBONES.get(c.vision_backbone_id)
     image_transform = ImageTransform(featurizer_preprocess(spec, c.image_resize_strategy, c.image_sizes[0]))
     tokenizer = vla.processor.tokenizer
-    transform = RLDSBatchTransform(vla.model.action_tokenizer, tokenizer, image_transform, prompt_builder=c.prompt_builder,
-                                   insert_empty_token=c.empty_token_before_actions)  # fmt: skip
+    transform = RLDSBatchTransform(SampleEncoder.for_model(c, tokenizer, image_transform))
     collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id, model_max_length=c.llm_max_length)
     return transform, collator
 

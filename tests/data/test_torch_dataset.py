@@ -12,6 +12,7 @@ from prismatic.data.errors import DataError
 from prismatic.data.pipeline import PipelineConfig
 from prismatic.data.torch_dataset import PaddedCollator, RLDSBatchTransform, RLDSDataset
 from prismatic.models.action_tokenizer import ActionTokenizer
+from prismatic.models.sample_encoder import SampleEncoder
 
 
 def to_tensor(img):
@@ -30,6 +31,12 @@ def original_ids(tokenizer, instruction, action, n_bins=256):
     return tokenizer(text, add_special_tokens=True).input_ids, ids
 
 
+def transform(tokenizer, **kw) -> RLDSBatchTransform:
+    """OpenVLA's layout: Llama-2's empty token before the 7 action tokens, one camera."""
+    kw.setdefault("empty_token_id", LLAMA2_EMPTY_TOKEN_ID)
+    return RLDSBatchTransform(SampleEncoder(tokenizer, to_tensor, ActionTokenizer(), **kw))
+
+
 def frame(action, instruction=b"Pick Up The Block", hw=8):
     return {
         "observation": {"image_primary": np.zeros((1, hw, hw, 3), np.uint8), "pad_mask": np.array([True])},
@@ -40,7 +47,7 @@ def frame(action, instruction=b"Pick Up The Block", hw=8):
 
 
 def test_action_ids_appended_directly_equal_original_retokenisation(llama_tokenizer):
-    t = RLDSBatchTransform(ActionTokenizer(), llama_tokenizer, to_tensor, prompt_builder="pure")
+    t = transform(llama_tokenizer, prompt_builder="pure")
     rng = np.random.default_rng(0)
     actions = np.concatenate([rng.uniform(-1.2, 1.2, (300, 7)), rng.choice([-1.0, 1.0, 0.0], (40, 7))])
     for i, a in enumerate(actions):
@@ -56,13 +63,13 @@ def test_action_ids_appended_directly_equal_original_retokenisation(llama_tokeni
 
 
 def test_no_stop_token_option_and_fields(llama_tokenizer):
-    t = RLDSBatchTransform(ActionTokenizer(), llama_tokenizer, to_tensor, predict_stop_token=False)
+    t = transform(llama_tokenizer, predict_stop_token=False)
     out = t(frame(np.zeros(7)))
     assert out["labels"][-1] == IGNORE_INDEX and (out["labels"] != IGNORE_INDEX).sum() == 7
     assert out["pixel_values"].shape == (3, 8, 8)
     assert out["dataset_name"] == "bridge_orig"
     with pytest.raises(KeyError, match="choose one of"):
-        RLDSBatchTransform(ActionTokenizer(), llama_tokenizer, to_tensor, prompt_builder="nope")
+        transform(llama_tokenizer, prompt_builder="nope")
 
 
 def test_padded_collator_pads_masks_truncates():
@@ -101,7 +108,7 @@ def test_padded_collator_pads_masks_truncates():
 
 def test_rlds_dataset_through_dataloader(synthetic_root, llama_tokenizer):
     root, _ = synthetic_root
-    t = RLDSBatchTransform(ActionTokenizer(), llama_tokenizer, to_tensor)
+    t = transform(llama_tokenizer)
     ds = RLDSDataset(
         root,
         [("bridge_orig", 1.0), ("libero_spatial_no_noops", 1.0)],

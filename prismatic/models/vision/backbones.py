@@ -184,9 +184,12 @@ def create_featurizer(
 
 
 class VisionBackbone(nn.Module):
-    """One or two ViT featurizers -> per-patch features [B, num_patches, embed_dim].
+    """One or two ViT featurizers -> per-patch features [B, num_images x num_patches, embed_dim].
 
-    Attribute names (`featurizer`, `fused_featurizer`) match the official HF layout of OpenVLA.
+    With several images (cameras), `pixel_values` holds them side by side on the channel axis, each
+    3 x featurizers channels; every image goes through every featurizer (as OpenVLA-OFT), and the patch
+    sequences follow in image order. Attribute names (`featurizer`, `fused_featurizer`) match the
+    official HF layout of OpenVLA.
     """
 
     def __init__(
@@ -197,8 +200,12 @@ class VisionBackbone(nn.Module):
         timm_kwargs: list[dict[str, Any]] | None = None,
         feature_block: int = -2,
         weights: list[FeaturizerWeights] | None = None,
+        num_images: int = 1,
     ) -> None:
         super().__init__()
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        self.num_images = num_images
         n = len(timm_model_ids)
         if n not in (1, 2):
             raise ValueError(f"a vision backbone has 1 or 2 featurizers, got {n}: {timm_model_ids}")
@@ -233,7 +240,8 @@ class VisionBackbone(nn.Module):
 
     @property
     def in_channels(self) -> int:
-        return 3 * len(self.featurizers)
+        """Channels of `pixel_values`: 3 per featurizer, per image."""
+        return 3 * len(self.featurizers) * self.num_images
 
     @torch.no_grad()
     def init_sincos_pos_embed(self) -> None:
@@ -286,11 +294,16 @@ class VisionBackbone(nn.Module):
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
             raise ValueError(
                 f"pixel_values must have shape [batch, {expected[0]}, {expected[1]}, {expected[2]}] "
-                f"({len(self.featurizers)} featurizer(s) x 3 channels at {self.image_size} px), got "
-                f"{list(pixel_values.shape)}; build it with the model's image processor"
+                f"({self.num_images} image(s) x {len(self.featurizers)} featurizer(s) x 3 channels at {self.image_size} px), "
+                f"got {list(pixel_values.shape)}; build it with the model's image processor / SampleEncoder"
             )
-        chunks = pixel_values.split(3, dim=1)
-        return torch.cat([self._features(vit, x) for vit, x in zip(self.featurizers, chunks)], dim=-1)
+        b, size = pixel_values.shape[0], self.image_size
+        per_image = 3 * len(self.featurizers)
+        # [B, images x C, H, W] -> [B x images, C, H, W]: all images through each ViT in one batch.
+        images = pixel_values.reshape(b * self.num_images, per_image, size, size)
+        chunks = images.split(3, dim=1)
+        feats = torch.cat([self._features(vit, x) for vit, x in zip(self.featurizers, chunks)], dim=-1)
+        return feats.reshape(b, self.num_images * feats.shape[1], feats.shape[2])
 
 
 def featurizer_preprocess(spec: VisionBackboneSpec, strategy: str, image_size: int | None = None):
