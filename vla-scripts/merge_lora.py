@@ -13,7 +13,7 @@ from pathlib import Path
 
 import draccus
 
-from prismatic.training.lora import merge_adapter
+from prismatic.training.lora import merge_adapter, run_head_settings
 from prismatic.util.cli import check_output_dir
 
 
@@ -30,7 +30,8 @@ def main(cfg: MergeConfig) -> None:
     adapter = cfg.run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json: is {cfg.run_dir} a LoRA run that saved a checkpoint?")
-    vla = merge_adapter(cfg.base_dir, adapter, cfg.out_dir, cfg.run_dir / "dataset_statistics.json")
+    vla = merge_adapter(cfg.base_dir, adapter, cfg.out_dir, cfg.run_dir / "dataset_statistics.json",
+                        head_settings=run_head_settings(cfg.run_dir))
     print(f"merged {adapter} into {cfg.base_dir} -> {cfg.out_dir} ({vla})")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from prismatic.models.configuration import OpenVLAConfig, PrismaticConfig
-from prismatic.models.layouts import native_to_hf
+from prismatic.models.layouts import ACTION_GROUPS, native_to_hf
 from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
 from prismatic.models.llm.loading import default_tokenizer_source, load_tokenizer, tokenizer_problems
 from prismatic.models.load import (
@@ -38,6 +38,7 @@ from prismatic.models.load import (
     _pick_checkpoint,
     build_processor,
     check_hf_dir,
+    fresh_action_state,
     is_hf_dir,
     load_state_dict_strict,
     load_vla,
@@ -216,14 +217,19 @@ def load_base_vlm(
     tokenizer: Path | None = None,
     vision_weights: Path | None = None,
     dtype: torch.dtype = torch.float32,
+    head_settings: dict[str, Any] | None = None,
 ):
-    """A base VLM as a `VLA` (model + processor) to start VLA training from; see the module docstring."""
+    """A base VLM as a `VLA` (model + processor) to start VLA training from; see the module docstring.
+
+    `head_settings` (action head, chunk, cameras, proprio: `VLAConfig.head_settings()`) override the base's;
+    a head or proprio projector the base has no weights for starts freshly initialised."""
     from prismatic.models.vla import VLA
 
+    head_settings = head_settings or {}
     plan = plan_base_vlm(spec, root, tokenizer, vision_weights)
     if plan.hf:
         log.info(f"base VLM: Hugging Face-layout checkpoint {plan.path}")
-        return load_vla(plan.path, tokenizer=tokenizer)
+        return load_vla(plan.path, tokenizer=tokenizer, new_action_modules=True, **head_settings)
     arch = plan.arch
     vision = "timm pretrained weights" if plan.needs_vision_weights else "the checkpoint"
     if vision_weights is not None and not plan.needs_vision_weights:
@@ -240,9 +246,11 @@ def load_base_vlm(
             f"pads to {padded_vocab_size(len(tok), multiple)} embedding rows, but {plan.checkpoint}'s LLM has {rows}: "
             f"pass the tokenizer of {arch['llm_backbone_id']} with --tokenizer DIR"
         )
-    config = _config(arch, tok, rows)
+    config = _config({**arch, **head_settings}, tok, rows)
+    groups = {k: v for k, v in state.items() if k in ACTION_GROUPS}  # a VLA run's own head, if it is the base
     weights = native_to_hf({"vision_backbone": state.get("vision_backbone", {}), "projector": state["projector"],
-                            "llm_backbone": state["llm_backbone"]}, config.vision_backbone_id, config.projector_type)  # fmt: skip
+                            "llm_backbone": state["llm_backbone"], **groups}, config.vision_backbone_id, config.projector_type)  # fmt: skip
+    weights = {**fresh_action_state(config), **weights}  # a new head / proprio projector: initial weights
     if plan.needs_vision_weights:
         weights.update(pretrained_vision_state(config, vision_weights))
     from prismatic.models.modeling import OpenVLAForActionPrediction

@@ -226,7 +226,7 @@ def build_processor(config: OpenVLAConfig, tokenizer) -> PrismaticProcessor:
     return PrismaticProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def _fresh_action_state(config: OpenVLAConfig) -> dict[str, torch.Tensor]:
+def fresh_action_state(config: OpenVLAConfig) -> dict[str, torch.Tensor]:
     """Initial weights of the action head and proprio projector (PyTorch's default init, as the model's)."""
     from prismatic.models.heads import ACTION_HEADS
     from prismatic.models.projectors import ProprioProjector
@@ -366,7 +366,7 @@ def load_vla(
         native = load_native_state(path) if path.suffix == ".pt" else _load_newest_readable(path)[1]
         state = native_to_hf(native, config.vision_backbone_id, config.projector_type)
         if new_action_modules:  # a new head / projector starts from its initial weights
-            state = {**_fresh_action_state(config), **state}
+            state = {**fresh_action_state(config), **state}
         with torch.device("meta"):
             model = OpenVLAForActionPrediction(config)
         load_state_dict_strict(model, state)

@@ -138,7 +138,7 @@ class SampleEncoder:
             return None
         if proprio is None:
             raise EncodingError(f"this model reads a {self.proprio_dim}-D proprioceptive state: pass `proprio`")
-        state = torch.as_tensor(np.asarray(proprio, dtype=np.float32)).reshape(-1)
+        state = torch.tensor(np.asarray(proprio, dtype=np.float32)).reshape(-1)
         if state.numel() != self.proprio_dim:
             raise EncodingError(f"proprio has {state.numel()} values, the model reads {self.proprio_dim}")
         return state

@@ -53,6 +53,7 @@ class Sharding(str, Enum):
 class LRSchedule(str, Enum):
     CONSTANT = "constant"
     WARMUP_COSINE = "warmup-cosine"  # linear warmup, then cosine decay to 0
+    STEP = "step"  # constant, then x0.1 from --vla.lr_decay_step on (OpenVLA-OFT's MultiStepLR)
 
 
 @dataclass
@@ -70,6 +71,13 @@ class VLAConfig(draccus.ChoiceRegistry):
     vision_weights: Path | None = None                    # pretrained ViT weights (file or dir) for a base VLM without them
     stage: str = "full"                                   # full | frozen-vision | sandwich | last-layer
     # -- data --
+    # -- action head (prismatic.models.heads); None: the base VLM's setting (OpenVLA's for random init) --
+    action_head: str | None = None                        # bins (OpenVLA) | l1-regression | bins-parallel (OpenVLA-OFT)
+    chunk_len: int | None = None                          # actions per prediction (OFT: 8 LIBERO, 5 Bridge, 25 ALOHA)
+    cameras: tuple[str, ...] | None = None                # camera views in model input order (OFT LIBERO: primary wrist)
+    proprio_dim: int | None = None                        # proprio size, one token after the patches (0: none; OFT: 8)
+    action_dim: int | None = None                         # action size; parallel heads need it (None: the data's)
+    # -- data --
     data_mix: str = "bridge"                              # mixture name or dataset name (prismatic.data)
     shuffle_buffer_size: int = 256_000                    # frames held (encoded) in the shuffle buffer
     image_aug: bool = False                               # the original's random crop + colour jitter
@@ -81,9 +89,16 @@ class VLAConfig(draccus.ChoiceRegistry):
     learning_rate: float = 2e-5                           # peak learning rate (AdamW)
     weight_decay: float = 0.0                             # AdamW weight decay (not on norms and biases)
     max_grad_norm: float = 1.0                            # global gradient clipping
-    lr_schedule: str = "constant"                         # constant | warmup-cosine
+    lr_schedule: str = "constant"                         # constant | warmup-cosine | step
     warmup_ratio: float = 0.0                             # fraction of steps to warm up (warmup-cosine)
+    lr_decay_step: int | None = None                      # step schedule: the lr drops 10x from this step on
     # fmt: on
+
+    def head_settings(self) -> dict:
+        """The action-formulation fields that are set (they override the base VLM's / the defaults)."""
+        fields = dict(action_head=self.action_head, chunk_len=self.chunk_len, proprio_dim=self.proprio_dim,
+                      action_dim=self.action_dim, cameras=list(self.cameras) if self.cameras is not None else None)  # fmt: skip
+        return {k: v for k, v in fields.items() if v is not None}
 
     @property
     def vla_id(self) -> str:
@@ -207,6 +222,23 @@ class TrainConfig:
             )
         if v.max_steps is not None and v.max_steps < 1:
             problems.append(f"--vla.max_steps must be >= 1 (or unset to use --vla.epochs), got {v.max_steps}")
+        if v.action_head is not None:
+            from prismatic.models.heads import ACTION_HEADS
+
+            check_choice(v.action_head, ACTION_HEADS.names(), "vla.action_head")
+            if v.action_head in ACTION_HEADS and ACTION_HEADS.get(v.action_head).parallel and v.action_dim is None:
+                problems.append(f"--vla.action_head {v.action_head} predicts all chunk_len x action_dim slots at once: "
+                                "set --vla.action_dim (7 for end-effector deltas + gripper)")  # fmt: skip
+        for name in ("chunk_len", "action_dim"):
+            value = getattr(v, name)
+            if value is not None and value < 1:
+                problems.append(f"--vla.{name} must be >= 1 (or unset), got {value}")
+        if v.proprio_dim is not None and v.proprio_dim < 0:
+            problems.append(f"--vla.proprio_dim must be >= 0 (0: no proprio), got {v.proprio_dim}")
+        if v.cameras is not None and (not v.cameras or len(set(v.cameras)) != len(v.cameras)):
+            problems.append(f"--vla.cameras must name distinct camera views, got {list(v.cameras)}")
+        if v.lr_schedule == LRSchedule.STEP.value and (v.lr_decay_step is None or v.lr_decay_step < 1):
+            problems.append(f"--vla.lr_schedule step needs --vla.lr_decay_step >= 1, got {v.lr_decay_step}")
         problems += self._numeric_problems()
         if not 0.0 <= v.warmup_ratio < 1.0:
             problems.append(f"--vla.warmup_ratio must be in [0, 1), got {v.warmup_ratio}")
@@ -453,6 +485,30 @@ class DinoSigLIPLiberoSpatial(VLAConfig):
     global_batch_size: int = 16
     per_device_batch_size: int = 16
     learning_rate: float = 5e-4
+
+
+@VLAConfig.register_subclass("oft+mx-libero-spatial")
+@dataclass
+class OFTLiberoSpatial(VLAConfig):
+    """OpenVLA-OFT's LIBERO recipe (its LIBERO.md and finetune.py): LoRA r=32 (vla-scripts/finetune.py) on
+    openvla-7b, L1-regression head on chunks of 8, third-person + wrist images, 8-D proprio, batch 8 per GPU
+    on 8 GPUs, lr 5e-4 dropping 10x after 100k steps, 150,005 steps, image augmentation. The other suites:
+    --vla.data_mix libero_{object,goal,10}_no_noops (OFT found the 50k checkpoint best for libero_goal)."""
+
+    data_mix: str = "libero_spatial_no_noops"
+    shuffle_buffer_size: int = 100_000
+    image_aug: bool = True
+    action_head: str | None = "l1-regression"
+    chunk_len: int | None = 8
+    cameras: tuple[str, ...] | None = ("primary", "wrist")
+    proprio_dim: int | None = 8
+    action_dim: int | None = 7
+    global_batch_size: int = 64
+    per_device_batch_size: int = 8
+    learning_rate: float = 5e-4
+    lr_schedule: str = "step"
+    lr_decay_step: int | None = 100_000
+    max_steps: int | None = 150_005
 
 
 @VLAConfig.register_subclass("tiny+mx-synthetic")

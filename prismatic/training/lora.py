@@ -27,6 +27,8 @@ import torch.nn as nn
 from prismatic.models.quantization import SKIP_MODULES, bitsandbytes_config, import_bitsandbytes  # noqa: F401
 from prismatic.training.config import LoRAConfig
 
+ACTION_MODULES = ("action_head", "proprio_projector")  # a VLA's own modules: trained in full, not adapted
+
 _BNB_MISSING = (
     "--lora.quantization {q} needs bitsandbytes >= 0.48 (QLoRA): it is in the `train` extra on Linux "
     "(uv sync --extra train); elsewhere `uv pip install 'bitsandbytes>=0.48'` where a wheel exists for your platform. "
@@ -104,9 +106,12 @@ def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
             )
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [t.strip() for t in cfg.target_modules.split(",")]
+    # The action head and proprio projector train in full, as OpenVLA-OFT's (saved with the adapter).
+    full = [name for name in ACTION_MODULES if any(p.numel() for p in getattr(getattr(model, name, None), "parameters", list)())]
+    inside = [n for n, _ in model.named_modules() if any(n == f or n.startswith(f + ".") for f in full)]
     config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                             exclude_modules=_modules_outside_the_forward(model) or None,
-                             init_lora_weights="gaussian")  # fmt: skip
+                             exclude_modules=(_modules_outside_the_forward(model) + inside) or None,
+                             modules_to_save=full or None, init_lora_weights="gaussian")  # fmt: skip
     return peft.get_peft_model(model, config)
 
 
@@ -196,6 +201,14 @@ def check_adapter_base(adapter_dir: Path, base_dir: Path) -> None:
         )
 
 
+def run_head_settings(run_dir: str | Path) -> dict:
+    """The action formulation a run trained (from the `model` section of its config.json)."""
+    from prismatic.models.configuration import OpenVLAConfig
+
+    model = json.loads((Path(run_dir) / "config.json").read_text()).get("model", {})
+    return {k: model[k] for k in OpenVLAConfig.CONTRACT_FIELDS if k in model}
+
+
 def save_adapter(
     model: nn.Module, trainable_state: dict[str, torch.Tensor], out_dir: Path, base: tuple[str, str] | None = None
 ) -> None:
@@ -226,19 +239,22 @@ def save_adapter(
     save_file(adapter, out_dir / ADAPTER_FILE, metadata=metadata)
 
 
-def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dataset_statistics: Path | None = None):
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dataset_statistics: Path | None = None,
+                  head_settings: dict | None = None):  # fmt: skip
     """Base HF-layout checkpoint + adapter -> a merged HF-layout checkpoint (loads with the Auto classes).
 
     The base is always read in full precision, also for adapters trained on a quantised base (QLoRA):
-    the merged weights are base + B @ A in the base's dtype, not a de-quantised copy. Refuses an `out_dir`
-    that is an input, and a base other than the one the adapter was trained on, before loading anything."""
+    the merged weights are base + B @ A in the base's dtype, not a de-quantised copy. `head_settings`
+    (the run's action head, chunk, cameras, proprio: `run_head_settings`) rebuild the fine-tuned model's
+    head and proprio projector, whose weights the adapter holds in full. Refuses an `out_dir` that is an
+    input, and a base other than the one the adapter was trained on, before loading anything."""
     peft = _require_peft()
     from prismatic.models.load import load_vla
     from prismatic.util.cli import check_output_dir
 
     check_output_dir(out_dir, base_dir=base_dir, adapter_dir=adapter_dir)
     check_adapter_base(Path(adapter_dir), Path(base_dir))
-    vla = load_vla(base_dir)
+    vla = load_vla(base_dir, new_action_modules=True, **(head_settings or {}))
     merged = peft.PeftModel.from_pretrained(vla.model, str(adapter_dir)).merge_and_unload()
     vla.model = merged
     if dataset_statistics is not None:

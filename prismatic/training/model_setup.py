@@ -33,9 +33,10 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
 
             quantization = quantization_config(cfg.lora.quantization, device, cfg.parallel.mixed_precision)
             base = resolve_base_vlm(v.base_vlm, cfg.model_root)
-            vla = load_vla(base, device, tokenizer=cfg.tokenizer, quantization_config=quantization)
+            vla = load_vla(base, device, tokenizer=cfg.tokenizer, quantization_config=quantization,
+                           new_action_modules=True, **v.head_settings())  # fmt: skip
         else:  # HF layout, our runs, or a released prismatic-vlms base (ViT weights from timm)
-            vla = load_base_vlm(v.base_vlm, cfg.model_root, cfg.tokenizer, v.vision_weights)
+            vla = load_base_vlm(v.base_vlm, cfg.model_root, cfg.tokenizer, v.vision_weights, head_settings=v.head_settings())
         vla.model.train()
         return vla
     # Random initialisation (tiny models): architecture from the registries, test-sized if asked.
@@ -53,7 +54,7 @@ def build_model_and_processor(cfg: TrainConfig, device: torch.device | str = "cp
         image_resize_strategy=v.image_resize_strategy, llm_max_length=v.llm_max_length, text_config=text.to_dict(),
         image_sizes=[size] * len(vision.featurizers), timm_model_kwargs=timm_kwargs,
         pad_token_id=tokenizer.pad_token_id, action_vocab_size=tokenizer.vocab_size, norm_stats={},
-        empty_token_before_actions=has_empty_piece(tokenizer, llm.empty_token_id),
+        empty_token_before_actions=has_empty_piece(tokenizer, llm.empty_token_id), **v.head_settings(),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = OpenVLAForActionPrediction(config)
@@ -100,7 +101,8 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
     from prismatic.data.pipeline import PipelineConfig
     from prismatic.data.torch_dataset import RLDSDataset
 
-    image_size = vla.model.config.image_sizes[0]
+    model_cfg = vla.model.config
+    image_size = model_cfg.image_sizes[0]
     transform, collator = sample_transform(vla)
     pipeline = PipelineConfig(
         resize_size=(image_size, image_size),
@@ -108,11 +110,47 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
         image_augment=AugmentConfig() if cfg.vla.image_aug else None,
         seed=cfg.seed,
         spec_files=tuple(str(p) for p in cfg.dataset_configs),
+        # The model's data contract: its cameras, its proprio, chunks of chunk_len actions from each step.
+        camera_views=tuple(model_cfg.cameras),
+        load_proprio=model_cfg.proprio_dim > 0,
+        future_action_window_size=model_cfg.chunk_len - 1,
     )
+    check_data_contract(model_cfg, cfg.vla.data_mix, pipeline.spec_files)  # before any data is read
     inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,
                         world_size=info.world_size, skip=skip)  # fmt: skip
+    check_data_contract(model_cfg, cfg.vla.data_mix, pipeline.spec_files, inner.dataset_statistics)
     _record_normalization_types(inner.dataset_statistics, pipeline)
     return TrainDataset(inner, collator)
+
+
+def check_data_contract(config: OpenVLAConfig, data_mix: str, spec_files=(), statistics: dict | None = None) -> None:
+    """Every dataset of the mixture gives what the model reads: each camera, the proprio state, and (once
+    `statistics` are known) actions and proprio of the model's sizes. One ConfigError lists every problem."""
+    from prismatic.data.spec import resolve_mixture
+    from prismatic.training.config import ConfigError
+
+    problems = []
+    for spec, _ in resolve_mixture(data_mix, spec_files):
+        cams = [c for c in config.cameras if spec.image_obs_keys.get(c) is None]
+        if cams:
+            have = [k for k, v in spec.image_obs_keys.items() if v is not None]
+            problems.append(f"dataset {spec.name!r} has no image for camera(s) {cams} (it has {have}); the model reads "
+                            f"{list(config.cameras)}: set --vla.cameras or use a base VLM with these cameras")  # fmt: skip
+        if config.proprio_dim and not any(k is not None for k in spec.proprio_obs_keys or ()):
+            problems.append(f"dataset {spec.name!r} has no proprio_obs_keys; the model reads a {config.proprio_dim}-D "
+                            "proprioceptive state: add them to its dataset entry or set --vla.proprio_dim 0")  # fmt: skip
+        stats = (statistics or {}).get(spec.name)
+        if stats is None:
+            continue
+        dim = len(stats["action"]["q01"])
+        if config.action_dim is not None and dim != config.action_dim:
+            problems.append(f"dataset {spec.name!r} has {dim}-D actions; the model predicts {config.action_dim}-D "
+                            "(--vla.action_dim)")  # fmt: skip
+        if config.proprio_dim and "proprio" in stats and len(stats["proprio"]["q01"]) != config.proprio_dim:
+            problems.append(f"dataset {spec.name!r} has a {len(stats['proprio']['q01'])}-D proprio state; the model reads "
+                            f"{config.proprio_dim}-D (--vla.proprio_dim)")  # fmt: skip
+    if problems:
+        raise ConfigError("the data does not fit the model:\n  - " + "\n  - ".join(problems))
 
 
 def sample_transform(vla: VLA):

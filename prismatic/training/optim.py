@@ -33,6 +33,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: VLAConfig, total_step
     def factor(step: int) -> float:
         if schedule is LRSchedule.CONSTANT:
             return 1.0
+        if schedule is LRSchedule.STEP:
+            return 0.1 if step >= cfg.lr_decay_step else 1.0
         if step < warmup:
             return (step + 1) / max(1, warmup)
         progress = (step - warmup) / max(1, total_steps - warmup)

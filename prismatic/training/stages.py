@@ -25,5 +25,8 @@ def apply_stage(model: nn.Module, stage: Stage | str) -> dict[str, int]:
             module.requires_grad_(True)
     for module in vision.unused_modules():  # never in the forward: no gradient, no optimizer state
         module.requires_grad_(False)
+    for name in ("action_head", "proprio_projector"):  # a VLA's own modules always train (new in fine-tuning)
+        if isinstance(extra := getattr(model, name, None), nn.Module):
+            extra.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}

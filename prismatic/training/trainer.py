@@ -23,21 +23,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from prismatic.data.prefetch import BackgroundIterator
-from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.models.base_vlm import resolve_base_vlm
+from prismatic.models.heads import ActionHead
 from prismatic.models.layouts import native_arch_section
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.training.checkpoint import CheckpointManager, TrainerState
 from prismatic.training.config import TrainConfig
 from prismatic.training.distributed import DistInfo, init_distributed, is_fsdp, parallelize, unwrap_ddp
-from prismatic.training.metrics import (
-    JSONLTracker,
-    MetricAverager,
-    Tracker,
-    WandBTracker,
-    compute_action_metrics,
-    label_rows_to_samples,
-)
+from prismatic.training.metrics import JSONLTracker, MetricAverager, Tracker, WandBTracker
 from prismatic.training.model_setup import build_model_and_processor, build_train_dataset
 from prismatic.training.optim import build_optimizer, build_scheduler
 from prismatic.training.stages import apply_stage
@@ -60,7 +53,7 @@ class Trainer:
         log.info("building model and processor")
         self.vla = build_model_and_processor(cfg, self.info.device)  # a quantised base loads onto the device
         self.model: OpenVLAForActionPrediction = self.vla.model
-        self.action_tokenizer: ActionTokenizer = self.model.action_tokenizer
+        self.head: ActionHead = self.model.action_head  # owns the loss (in the forward) and the metrics
         record = self.config_record()
         # LoRA: the base is frozen and read again from --vla.base_vlm, so checkpoints hold only the adapters.
         self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, cfg.lora.enabled)
@@ -121,7 +114,7 @@ class Trainer:
                 metrics["samples_per_s"] = self.cfg.vla.global_batch_size / metrics["step_time_s"]
                 metrics["tokens_per_s"] = metrics.pop("tokens") / metrics["step_time_s"]  # text tokens, all ranks
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics.get('action_accuracy', 0):.3f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", l1=f"{metrics.get('action_l1', 0):.3f}")
                 if self.state.step % self.cfg.logging.log_interval == 0 or self.state.step == self.total_steps:
                     self._log(metrics)
                 if self.state.step % self.cfg.checkpoint.save_interval == 0 or self.state.step == self.total_steps:
@@ -146,9 +139,7 @@ class Trainer:
                     out = self.model(**batch, return_label_logits=True)
                 (out.loss / self.accum).backward()
             tokens += int(batch["attention_mask"].sum())
-            m = compute_action_metrics(out.logits, out.label_targets, self.action_tokenizer,
-                                       label_rows_to_samples(batch["labels"]), names)  # fmt: skip
-            averager.add({"loss": float(out.loss.detach()), **m})
+            averager.add({"loss": float(out.loss.detach()), **self.head.metrics(out.head_output, names)})
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.vla.max_grad_norm)
         metrics = self._mean_over_ranks(averager.pop())
         if not math.isfinite(metrics["loss"]) or not torch.isfinite(torch.as_tensor(grad_norm)).item():
@@ -169,7 +160,7 @@ class Trainer:
         """Average the global metrics over ranks (per-dataset ones stay rank 0's sample)."""
         if not self.info.distributed:
             return metrics
-        keys = [k for k in ("loss", "action_accuracy", "action_l1") if k in metrics]
+        keys = [k for k in ("loss", "action_accuracy", "action_l1", "action_l1_current", "action_l1_future") if k in metrics]
         t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
         torch.distributed.all_reduce(t)
         metrics.update({k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist())})

@@ -179,17 +179,17 @@ def test_pipeline_reads_the_converted_dataset(converted, tmp_path):
         stats["action"]["q99"], np.quantile(std_all, 0.99, axis=0), rtol=1e-5, atol=1e-6
     )
     norm_all = q99_normalize(std_all, np.array([True] * 6 + [False]))
-    # proprio: EEF state (6) + a zero pad (1) + the two finger joints (2), every dimension normalised
+    # proprio: EEF state (6) + the two finger joints (2) (OpenVLA-OFT's 8-D), every dimension normalised
     prop_all = np.concatenate(
         [
             np.concatenate(
-                [d["obs/ee_pos"], d["obs/ee_ori"], np.zeros((len(d["actions"]), 1)), d["obs/gripper_states"]],
+                [d["obs/ee_pos"], d["obs/ee_ori"], d["obs/gripper_states"]],
                 1,
             )
             for d in (expected[n][1] for n in order)
         ]
     ).astype(np.float32)
-    prop_norm = q99_normalize(prop_all, np.asarray(stats["proprio"].get("mask", [True] * 9)))
+    prop_norm = q99_normalize(prop_all, np.asarray(stats["proprio"].get("mask", [True] * 8)))
     offsets = dict(zip(order, np.cumsum([0] + order[:-1])))
 
     for t in trajs:

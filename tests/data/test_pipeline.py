@@ -110,8 +110,8 @@ def test_wrist_camera_and_proprio_are_loaded_when_asked(synthetic_root):
     )
     f = take(make_dataset(root, [("libero_spatial_no_noops", 1.0)], cfg), 1)[0]
     assert f["observation"]["image_wrist"].shape == (1, 16, 16, 3)
-    # EEF_state (6) + zero pad (1) + 2D gripper state (2)
-    assert f["observation"]["proprio"].shape == (1, 9)
+    # EEF_state (6) + 2D gripper state (2): OpenVLA-OFT's 8-D LIBERO proprio
+    assert f["observation"]["proprio"].shape == (1, 8)
     # bridge has no wrist camera: a black padding image, marked as padding
     g = take(make_dataset(root, [("bridge_orig", 1.0)], cfg), 1)[0]
     assert not g["observation"]["image_wrist"].any()
