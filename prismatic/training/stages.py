@@ -28,5 +28,10 @@ def apply_stage(model: nn.Module, stage: Stage | str) -> dict[str, int]:
     for name in ("action_head", "proprio_projector"):  # a VLA's own modules always train (new in fine-tuning)
         if isinstance(extra := getattr(model, name, None), nn.Module):
             extra.requires_grad_(True)
+    head = getattr(model, "action_head", None)
+    if head is not None and not head.uses_lm_head:  # outside the forward: no gradient, no optimizer state
+        lm_head = model.get_output_embeddings()
+        if lm_head.weight is not model.get_input_embeddings().weight:  # (tied: it still trains as the input)
+            lm_head.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}

@@ -31,7 +31,7 @@ from prismatic.training.checkpoint import CheckpointManager, TrainerState
 from prismatic.training.config import TrainConfig
 from prismatic.training.distributed import DistInfo, init_distributed, is_fsdp, parallelize, unwrap_ddp
 from prismatic.training.metrics import JSONLTracker, MetricAverager, Tracker, WandBTracker
-from prismatic.training.model_setup import build_model_and_processor, build_train_dataset
+from prismatic.training.model_setup import build_model_and_processor, build_train_dataset, check_data_contract
 from prismatic.training.optim import build_optimizer, build_scheduler
 from prismatic.training.stages import apply_stage
 from prismatic.util.io import atomic_dir, atomic_write_json
@@ -54,6 +54,7 @@ class Trainer:
         self.vla = build_model_and_processor(cfg, self.info.device)  # a quantised base loads onto the device
         self.model: OpenVLAForActionPrediction = self.vla.model
         self.head: ActionHead = self.model.action_head  # owns the loss (in the forward) and the metrics
+        check_data_contract(self.model.config, cfg.vla.data_mix, tuple(map(str, cfg.dataset_configs)))  # before writing
         record = self.config_record()
         # LoRA: the base is frozen and read again from --vla.base_vlm, so checkpoints hold only the adapters.
         self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, cfg.lora.enabled)

@@ -82,6 +82,7 @@ class ActionHead(nn.Module, ABC):
     parallel: ClassVar[bool] = False                # all K x D slots in one forward pass (placeholders at inference)
     bidirectional: ClassVar[bool] = False           # full attention over the sequence (else causal)
     zero_action_embeddings: ClassVar[bool] = False  # the slots' input embeddings are zeros (OFT)
+    uses_lm_head: ClassVar[bool] = True             # reads the LLM's logits (else the LM head gets no gradient)
     # fmt: on
 
     def __init__(self, config: OpenVLAConfig) -> None:

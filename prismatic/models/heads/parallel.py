@@ -75,6 +75,8 @@ def l1_metrics(predicted: torch.Tensor, actions: torch.Tensor, dataset_names: Se
 class L1RegressionHead(ParallelHead):
     """Continuous chunks from an MLP-ResNet on the slot rows, trained with L1 (OpenVLA-OFT)."""
 
+    uses_lm_head = False
+
     def __init__(self, config) -> None:
         super().__init__(config)
         h, d = self.hidden_size, int(config.action_dim)
