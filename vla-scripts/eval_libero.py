@@ -2,6 +2,13 @@
 
     python vla-scripts/eval_libero.py --checkpoint runs/openvla-7b+libero_spatial --suite libero_spatial \
         --center_crop true --out_dir runs/eval/libero_spatial
+    # an official OpenVLA-OFT release (no file records its settings: --settings oft-libero gives them)
+    python vla-scripts/eval_libero.py --checkpoint /ckpts/openvla-7b-oft-finetuned-libero-spatial \
+        --settings oft-libero --suite libero_spatial --center_crop true
+
+The protocol follows the model: every camera it reads (LIBERO's third-person and wrist images, both through
+the same JPEG / resize / centre-crop chain), the 8-D proprio state (end-effector position, axis-angle,
+gripper joints) if it reads one, and chunks executed open loop (--open_loop_steps; OFT runs all 8).
 
 Re-running with the same --out_dir resumes (episodes already in results.json are skipped). Writes
 results.json, results.md (per-task table), success.png (bar chart) and videos/ under --out_dir.
@@ -19,6 +26,7 @@ import draccus
 import numpy as np
 
 POLICIES = ("vla", "remote", "random")
+SETTINGS = ("recorded", "oft-libero")
 
 
 @dataclass
@@ -43,6 +51,9 @@ class EvalLiberoConfig:
     num_steps_wait: int = 10                # do-nothing steps after reset while objects settle
     max_steps: int = 0                      # override the suite's step limit (0: 220/280/300/520/400)
     resume: bool = True                     # skip episodes already recorded in out_dir/results.json
+    settings: str = "recorded"              # recorded | oft-libero: the action head, cameras, proprio, chunk of the
+                                            #   OpenVLA-OFT LIBERO releases, which no file of theirs records
+    open_loop_steps: int = 0                # actions of each chunk run before re-planning (0: all; 1: every step)
     # fmt: on
 
 
@@ -52,6 +63,10 @@ def _check(cfg: EvalLiberoConfig) -> None:
     check_suite(cfg.suite)
     if cfg.policy not in POLICIES:
         raise ValueError(f"unknown --policy {cfg.policy!r}; choose one of: {', '.join(POLICIES)}")
+    if cfg.settings not in SETTINGS:
+        raise ValueError(f"unknown --settings {cfg.settings!r}; choose one of: {', '.join(SETTINGS)}")
+    if cfg.open_loop_steps < 0:
+        raise ValueError(f"--open_loop_steps must be >= 0 (0: the whole chunk), got {cfg.open_loop_steps}")
     if cfg.policy == "vla" and not cfg.checkpoint:
         raise ValueError("--checkpoint is required with --policy vla")
     if "image_aug" in cfg.checkpoint and not cfg.center_crop:
@@ -95,9 +110,13 @@ def _make_policy(cfg: EvalLiberoConfig, preprocess):
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if cfg.dtype not in dtypes:
         raise ValueError(f"unknown --dtype {cfg.dtype!r}; choose one of: {', '.join(dtypes)}")
+    from prismatic.models.oft import OFT_LIBERO
+
+    settings = OFT_LIBERO if cfg.settings == "oft-libero" else {}
     quantize = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else None
-    vla = load_vla(cfg.checkpoint, device=device, dtype=dtypes[cfg.dtype], quantize=quantize, decode=cfg.decode)
-    return VLAPolicy(vla, unnorm_key=unnorm_key, preprocess=preprocess)
+    vla = load_vla(cfg.checkpoint, device=device, dtype=dtypes[cfg.dtype], quantize=quantize, decode=cfg.decode,
+                   **settings)  # fmt: skip
+    return VLAPolicy(vla, unnorm_key=unnorm_key, preprocess=preprocess, open_loop_steps=cfg.open_loop_steps or None)
 
 
 @draccus.wrap()

@@ -143,12 +143,13 @@ def build_model(seed: int, tokenizer: Path | None = None):
                         image_size=IMAGE_SIZE)  # fmt: skip
     vla = build_model_and_processor(TrainConfig(vla=vla_cfg, data_root=Path("."), seed=seed, tokenizer=tokenizer))
     transform, collator = sample_transform(vla)  # the ones training uses
-    return vla, transform.image_transform, transform, collator
+    return vla, transform.encoder.image_transform, transform, collator
 
 
 def encode(frames: dict[str, list], image_transform, transform) -> tuple[list, torch.Tensor]:
     actions = normalize(np.stack(frames["action"]), ACTION_STATS, "bounds")
-    seqs = [transform.build(text, act) for text, act in zip(frames["instruction"], actions)]
+    encoded = (transform.encoder.tokens(text, act) for text, act in zip(frames["instruction"], actions))
+    seqs = [(t["input_ids"], t["labels"]) for t in encoded]
     pixels = torch.stack([image_transform(Image.fromarray(im)) for im in frames["image"]])
     return seqs, pixels
 

@@ -2,7 +2,12 @@
 
 A policy maps an observation dict (at least "image": HxWx3 uint8 and "instruction": str) to an action
 (np.ndarray [action_dim]), in the convention of the data the model was trained on; an environment adapter
-converts to its simulator's convention (see `prismatic.eval.libero.libero_gripper_action`).
+converts to its simulator's convention (see `prismatic.eval.libero.libero_gripper_action`). Models with
+more cameras read "<camera>_image" (e.g. "wrist_image"); models with proprio read "state" (raw).
+
+A model that predicts chunks of actions (OpenVLA-OFT) runs them open loop: `VLAPolicy(open_loop_steps=n)`
+executes the first n actions of each chunk before predicting the next (None: the whole chunk, as OFT's
+LIBERO evaluation; 1: re-plan every step).
 
 Remote wire format (one request per step, JSON over HTTP POST to `http://HOST:PORT/act`):
 
@@ -85,11 +90,44 @@ class RandomPolicy:
 UNNORM_KEY_SUFFIXES = ("_no_noops",)
 
 
+def camera_key(camera: str) -> str:
+    """Observation key of a camera's image: "image" for the primary view, "<camera>_image" for the others."""
+    return "image" if camera == "primary" else f"{camera}_image"
+
+
+class OpenLoopChunks:
+    """Actions from a chunk predictor, executed open loop: the first `steps` of each chunk (None: all of it)
+    are returned one per call, then the next call predicts a new chunk."""
+
+    def __init__(self, steps: int | None = None) -> None:
+        if steps is not None and steps < 1:
+            raise ValueError(f"open_loop_steps must be >= 1 (or None for the whole chunk), got {steps}")
+        self.steps = steps
+        self._queue: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self._queue = []
+
+    @property
+    def empty(self) -> bool:
+        return not self._queue
+
+    def push(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        chunk = chunk.reshape(1, -1) if chunk.ndim == 1 else chunk
+        self._queue = list(chunk[: self.steps] if self.steps is not None else chunk)
+
+    def pop(self) -> np.ndarray:
+        return self._queue.pop(0)
+
+
 class VLAPolicy:
     """A local `prismatic.models.vla.VLA` (from `prismatic.load_vla`) as a harness policy.
 
-    `preprocess` runs on obs["image"] before the model's own processor: environment-specific steps that
-    reproduce the training data (e.g. LIBERO's JPEG round trip, resize, centre crop).
+    `preprocess` runs on every camera image before the model's own processor: environment-specific steps
+    that reproduce the training data (e.g. LIBERO's JPEG round trip, resize, centre crop). Chunks run open
+    loop for `open_loop_steps` steps (None: the whole chunk; 1: re-plan every step); `reset()` drops what
+    is left of a chunk.
     """
 
     def __init__(
@@ -97,37 +135,73 @@ class VLAPolicy:
         vla: Any,
         unnorm_key: str | None = None,
         preprocess: ImageHook | None = None,
+        open_loop_steps: int | None = None,
         **predict_kwargs: Any,
     ) -> None:
         self.vla = vla
         self.unnorm_key = resolve_unnorm_key(vla.norm_stats, unnorm_key, try_suffixes=UNNORM_KEY_SUFFIXES)
         self.preprocess = preprocess
+        chunk_len = getattr(vla, "chunk_len", 1)
+        if open_loop_steps is not None and open_loop_steps > chunk_len:
+            raise ValueError(f"open_loop_steps={open_loop_steps} but the model predicts chunks of {chunk_len} actions")
+        self.open_loop_steps = open_loop_steps
         self.predict_kwargs = predict_kwargs
+        self._chunks: list[OpenLoopChunks] = []
 
     def reset(self) -> None:
-        pass  # OpenVLA is stateless across steps
+        for queue in self._chunks:
+            queue.reset()
 
-    def _image(self, obs: Observation):
+    def _inputs(self, obs: Observation):
+        """The model's camera images (preprocessed, in its order), instruction and raw proprio of one observation."""
         from PIL import Image
 
-        image, instruction = _check_obs(obs)
-        if self.preprocess is not None:
-            image = self.preprocess(image)
-        return Image.fromarray(np.ascontiguousarray(image)).convert("RGB"), instruction
+        _, instruction = _check_obs(obs)
+        cameras = getattr(self.vla, "cameras", ("primary",))
+        images = []
+        for camera in cameras:
+            key = camera_key(camera)
+            if key not in obs:
+                raise KeyError(f"the model reads cameras {list(cameras)}: the observation has no {key!r} (keys: {sorted(obs)})")
+            image = np.asarray(obs[key])
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"obs[{key!r}] must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
+            if self.preprocess is not None:
+                image = self.preprocess(image)
+            images.append(Image.fromarray(np.ascontiguousarray(image)).convert("RGB"))
+        state = None
+        if getattr(self.vla, "proprio_dim", 0):
+            if "state" not in obs:
+                raise KeyError(f"the model reads a {self.vla.proprio_dim}-D proprio state: the observation has no 'state'")
+            state = np.asarray(obs["state"], dtype=np.float64).reshape(-1)
+        return (images[0] if len(images) == 1 else images), instruction, state
+
+    def _plan(self, observations: Sequence[Observation], queues: Sequence[OpenLoopChunks]) -> None:
+        """One batched prediction for the observations whose chunk is used up."""
+        todo = [(o, q) for o, q in zip(observations, queues) if q.empty]
+        if not todo:
+            return
+        inputs = [self._inputs(o) for o, _ in todo]
+        proprio = None if inputs[0][2] is None else np.stack([i[2] for i in inputs])
+        chunks = self.vla.predict_chunks([i[0] for i in inputs], [i[1] for i in inputs], unnorm_key=self.unnorm_key,
+                                         proprio=proprio, **self.predict_kwargs)  # fmt: skip
+        for (_, queue), chunk in zip(todo, chunks):
+            queue.push(chunk)
+
+    def _queues(self, n: int) -> list[OpenLoopChunks]:
+        while len(self._chunks) < n:
+            self._chunks.append(OpenLoopChunks(self.open_loop_steps))
+        return self._chunks[:n]
 
     def act(self, obs: Observation) -> np.ndarray:
-        image, instruction = self._image(obs)
-        action = self.vla.predict_action(
-            image, instruction, unnorm_key=self.unnorm_key, **self.predict_kwargs
-        )
-        return np.asarray(action, dtype=np.float64).reshape(-1)
+        (queue,) = self._queues(1)
+        self._plan([obs], [queue])
+        return queue.pop()
 
     def act_batch(self, observations: Sequence[Observation]) -> np.ndarray:
-        pairs = [self._image(o) for o in observations]
-        actions = self.vla.predict_actions(
-            [p[0] for p in pairs], [p[1] for p in pairs], unnorm_key=self.unnorm_key, **self.predict_kwargs
-        )
-        return np.asarray(actions, dtype=np.float64)
+        queues = self._queues(len(observations))
+        self._plan(observations, queues)
+        return np.stack([q.pop() for q in queues])
 
 
 # -- remote ------------------------------------------------------------------------------------------

@@ -144,17 +144,10 @@ class SampleEncoder:
         return state
 
     # -- training -----------------------------------------------------------------------------------
-    def training_sample(self, instruction: str, actions: np.ndarray, images: Any, proprio: Any = None) -> dict[str, Any]:
-        """One training sample: `actions` are the normalised chunk [chunk_len, D] (or [D] when chunk_len is 1).
-
-        Returns input_ids, labels (IGNORE but for the action tokens and the stop token), action_mask (the
-        slots), pixel_values, actions [chunk_len, D] (float32) and, with proprio, proprio [P]."""
-        chunk = np.asarray(actions, dtype=np.float32)
-        chunk = chunk.reshape(1, -1) if chunk.ndim == 1 else chunk
-        if chunk.ndim != 2 or chunk.shape[0] != self.chunk_len:
-            raise EncodingError(f"expected a chunk of {self.chunk_len} action(s) [T, D], got shape {tuple(np.shape(actions))}")
-        if self.action_dim is not None and chunk.shape[1] != self.action_dim:
-            raise EncodingError(f"actions have {chunk.shape[1]} dimensions, the model predicts {self.action_dim}")
+    def tokens(self, instruction: str, actions: np.ndarray) -> dict[str, torch.Tensor]:
+        """The text side of a training sample: input_ids, labels (IGNORE but for the action tokens and the
+        stop token) and action_mask (the slots), for the normalised chunk [chunk_len, D] (or [D] for one)."""
+        chunk = self._chunk(actions)
         context = self.context_ids(instruction)
         targets = self.action_tokenizer.encode(chunk.reshape(-1)).tolist()
         input_ids = torch.tensor(context + targets + [self.stop_token_id], dtype=torch.long)
@@ -164,13 +157,23 @@ class SampleEncoder:
             labels[-1] = IGNORE_INDEX
         action_mask = torch.zeros(len(input_ids), dtype=torch.bool)
         action_mask[len(context) : len(context) + len(targets)] = True
-        out = {
-            "input_ids": input_ids,
-            "labels": labels,
-            "action_mask": action_mask,
-            "pixel_values": self.pixel_values(images),
-            "actions": torch.tensor(chunk),
-        }
+        return {"input_ids": input_ids, "labels": labels, "action_mask": action_mask}
+
+    def _chunk(self, actions: np.ndarray) -> np.ndarray:
+        chunk = np.array(actions, dtype=np.float32)
+        chunk = chunk.reshape(1, -1) if chunk.ndim == 1 else chunk
+        if chunk.ndim != 2 or chunk.shape[0] != self.chunk_len:
+            raise EncodingError(f"expected a chunk of {self.chunk_len} action(s) [T, D], got shape {tuple(np.shape(actions))}")
+        if self.action_dim is not None and chunk.shape[1] != self.action_dim:
+            raise EncodingError(f"actions have {chunk.shape[1]} dimensions, the model predicts {self.action_dim}")
+        return chunk
+
+    def training_sample(self, instruction: str, actions: np.ndarray, images: Any, proprio: Any = None) -> dict[str, Any]:
+        """One training sample: `tokens` plus pixel_values (the cameras), actions [chunk_len, D] (float32,
+        what continuous heads regress to) and, for models that read it, proprio [P] (normalised)."""
+        out: dict[str, Any] = dict(self.tokens(instruction, actions))
+        out["pixel_values"] = self.pixel_values(images)
+        out["actions"] = torch.from_numpy(self._chunk(actions))
         state = self._proprio(proprio)
         if state is not None:
             out["proprio"] = state

@@ -1,5 +1,6 @@
 """LIBERO end to end on CPU: one task of each suite built, reset from its first initial state, and stepped a few
-times through the harness (the tiny VLA on libero_spatial, random actions on the others).
+times through the harness (the tiny VLA on libero_spatial, random actions on the others); then OpenVLA-OFT's
+protocol with the tiny OFT release: third-person + wrist images, 8-D proprio, chunks of 8 run open loop.
 
 Needs the optional extra; without it the test is reported as skipped with the command that installs it.
 The simulation runs in a fresh interpreter: other tests import TensorFlow at collection, and TF loaded
@@ -17,6 +18,34 @@ import pytest
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 MAX_STEPS = 3
+OFT_STEPS = 10  # two chunks of 8: predicted at steps 0 and 8
+OFT_RELEASE = Path(__file__).resolve().parents[1] / "assets" / "openvla-oft-tiny" / "checkpoint"
+
+
+def _oft_worker(out_dir: Path) -> dict:
+    """OpenVLA-OFT's LIBERO protocol, as eval_libero.py --settings oft-libero runs it."""
+    import numpy as np
+
+    from prismatic import load_vla
+    from prismatic.eval import VLAPolicy, run_evaluation
+    from prismatic.eval.libero import LiberoEnvFactory, make_image_preprocessor
+    from prismatic.models.oft import OFT_LIBERO
+
+    factory = LiberoEnvFactory("libero_spatial", task_ids=[0], max_steps=OFT_STEPS)
+    vla = load_vla(OFT_RELEASE, **OFT_LIBERO)
+    calls: list[dict] = []
+    predict = vla.predict_chunks
+
+    def spy(images, instructions, unnorm_key=None, proprio=None, **kw):
+        calls.append({"cameras": len(images[0]), "shape": list(np.asarray(images[0][1]).shape),
+                      "proprio": np.asarray(proprio).tolist(), "key": unnorm_key})  # fmt: skip
+        return predict(images, instructions, unnorm_key, proprio, **kw)
+
+    vla.predict_chunks = spy
+    policy = VLAPolicy(vla, unnorm_key="libero_spatial", preprocess=make_image_preprocessor(224, crop=True))
+    results = run_evaluation(factory, policy, out_dir / "oft", trials_per_task=1, progress=False)
+    (record,) = results.episodes
+    return {"record": vars(record), "calls": calls}
 
 
 def _worker(out_dir: Path, checkpoint: Path) -> None:
@@ -68,6 +97,7 @@ def _worker(out_dir: Path, checkpoint: Path) -> None:
             "video_bytes": (out_dir / suite / record.video).stat().st_size if record.video else 0,
         }
         print(f"{suite}: {task.instruction!r}\n{format_table(results.summary())}", flush=True)
+    report["oft"] = _oft_worker(out_dir)
     (out_dir / "smoke.json").write_text(json.dumps(report, indent=2))
 
 
@@ -88,7 +118,14 @@ def test_libero_one_task_per_suite_steps_through_harness(tmp_path, tiny_checkpoi
     print(proc.stdout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "smoke.json").read_text())
+    oft = report.pop("oft")
     assert sorted(report) == sorted(SUITES)
+    assert oft["record"]["error"] is None and oft["record"]["steps"] == OFT_STEPS
+    assert len(oft["calls"]) == 2  # one chunk of 8 open loop, then the next
+    for call in oft["calls"]:
+        assert call["cameras"] == 2 and call["shape"] == [224, 224, 3] and call["key"] == "libero_spatial_no_noops"
+        assert len(call["proprio"]) == 1 and len(call["proprio"][0]) == 8
+    assert oft["calls"][0]["proprio"] != oft["calls"][1]["proprio"]  # the robot moved
     for suite, r in report.items():
         assert r["record"]["error"] is None, (suite, r["record"]["error"])
         assert r["record"]["steps"] == MAX_STEPS and not r["record"]["success"]  # 3 steps solve nothing

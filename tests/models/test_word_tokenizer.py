@@ -71,7 +71,7 @@ def test_a_model_with_it_trains_and_predicts_without_llama_ids(tok):
     assert model.action_tokenizer.vocab_size == tok.vocab_size == 712
     transform, collator = sample_transform(vla)
     image = np.zeros((56, 56, 3), np.uint8)
-    ids, labels = transform.build("touch the red block", np.zeros(7))
+    ids = transform.encoder.tokens("touch the red block", np.zeros(7))["input_ids"]
     prompt_len = len(tok(PROMPT.replace("cylinder", "block")).input_ids)
     assert len(ids) == prompt_len + 8  # no extra piece between "Out:" and the 7 action ids + EOS
     assert ids[prompt_len:-1].min() >= 712 - 256 and ids[prompt_len:-1].max() < 712
