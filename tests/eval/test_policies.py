@@ -165,3 +165,79 @@ def test_vla_policy_wraps_predict_action(tiny_vla):
         policy.act({"image": image})
     with pytest.raises(KeyError, match=r"'libero_spatial' \(or 'libero_spatial_no_noops'\).*available: bridge_orig, toy_pick_place"):
         VLAPolicy(tiny_vla, unnorm_key="libero_spatial")
+
+
+class _ChunkModel:
+    """Stands in for a VLA with chunks of 3: chunk k (the k-th prediction) of row b is k * 10 + b + step / 10."""
+
+    chunk_len, cameras, proprio_dim, norm_stats = 3, ("primary", "wrist"), 2, {"robot": {}}
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def predict_chunks(self, images, instructions, unnorm_key=None, proprio=None):
+        self.calls.append({"n": len(images), "cameras": [len(i) for i in images], "proprio": np.asarray(proprio).tolist()})
+        k = len(self.calls)
+        steps = np.arange(3)[None, :, None] / 10
+        return np.broadcast_to(k * 10 + np.arange(len(images))[:, None, None] + steps, (len(images), 3, 7)).copy()
+
+
+def _chunk_obs(i: int = 0) -> dict:
+    img = np.zeros((8, 8, 3), np.uint8)
+    return {"image": img, "wrist_image": img, "state": [i, i + 1], "instruction": "go"}
+
+
+def test_vla_policy_runs_chunks_open_loop_or_replans():
+    model = _ChunkModel()
+    policy = VLAPolicy(model)  # the whole chunk, then a new prediction
+    firsts = [policy.act(_chunk_obs(t))[0] for t in range(5)]
+    assert firsts == [10.0, 10.1, 10.2, 20.0, 20.1] and len(model.calls) == 2
+    assert model.calls[0] == {"n": 1, "cameras": [2], "proprio": [[0.0, 1.0]]}  # both cameras, the raw state
+    assert model.calls[1]["proprio"] == [[3.0, 4.0]]  # re-planned from the observation of step 3
+    policy.reset()  # a new episode drops the rest of the chunk
+    assert policy.act(_chunk_obs())[0] == 30.0
+    model = _ChunkModel()
+    two = VLAPolicy(model, open_loop_steps=2)
+    assert [two.act(_chunk_obs())[0] for _ in range(4)] == [10.0, 10.1, 20.0, 20.1]
+    every = VLAPolicy(_ChunkModel(), open_loop_steps=1)
+    assert [every.act(_chunk_obs())[0] for _ in range(3)] == [10.0, 20.0, 30.0]
+    with pytest.raises(ValueError, match="open_loop_steps=4 but the model predicts chunks of 3"):
+        VLAPolicy(_ChunkModel(), open_loop_steps=4)
+
+
+def test_vla_policy_batches_keep_one_chunk_per_env():
+    model = _ChunkModel()
+    policy = VLAPolicy(model)
+    a = policy.act_batch([_chunk_obs(), _chunk_obs()])
+    np.testing.assert_array_equal(a[:, 0], [10.0, 11.0])
+    np.testing.assert_array_equal(policy.act_batch([_chunk_obs(), _chunk_obs()])[:, 0], [10.1, 11.1])
+    policy._chunks[1].reset()  # env 1 starts a new episode: only it is re-planned
+    np.testing.assert_array_equal(policy.act_batch([_chunk_obs(), _chunk_obs()])[:, 0], [10.2, 20.0])
+    np.testing.assert_array_equal(policy.act_batch([_chunk_obs(), _chunk_obs()])[:, 0], [30.0, 20.1])
+    assert [c["n"] for c in model.calls] == [2, 1, 1]
+
+
+def test_vla_policy_names_missing_cameras_and_state():
+    policy = VLAPolicy(_ChunkModel())
+    obs = _chunk_obs()
+    with pytest.raises(KeyError, match=r"reads cameras \['primary', 'wrist'\]: the observation has no 'wrist_image'"):
+        policy.act({k: v for k, v in obs.items() if k != "wrist_image"})
+    with pytest.raises(KeyError, match="2-D proprio state: the observation has no 'state'"):
+        policy.act({k: v for k, v in obs.items() if k != "state"})
+
+
+def test_vla_policy_with_the_oft_release_executes_its_chunk():
+    from pathlib import Path
+
+    from prismatic import load_vla
+    from prismatic.models.oft import OFT_LIBERO
+
+    vla = load_vla(Path(__file__).resolve().parents[1] / "assets" / "openvla-oft-tiny" / "checkpoint", **OFT_LIBERO)
+    rng = np.random.default_rng(0)
+    obs = {"image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "instruction": "put the bowl on the plate",
+           "wrist_image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "state": rng.normal(size=8)}  # fmt: skip
+    chunk = vla.predict_chunks([[obs["image"], obs["wrist_image"]]], [obs["instruction"]], "libero_spatial_no_noops",
+                               proprio=obs["state"][None])[0]  # fmt: skip
+    policy = VLAPolicy(vla, unnorm_key="libero_spatial")  # resolves to libero_spatial_no_noops
+    steps = np.stack([policy.act(obs) for _ in range(8)])
+    np.testing.assert_array_equal(steps, chunk)
