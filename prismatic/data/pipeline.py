@@ -43,6 +43,7 @@ class PipelineConfig:
     # trajectory transforms
     window_size: int = 1
     future_action_window_size: int = 0
+    drop_incomplete_chunks: bool = False  # drop the last `future` frames (OpenVLA-OFT) instead of padding the chunk
     skip_unlabeled: bool = True
     goal_relabeling: str | None = "uniform"
     subsample_length: int | None = None
@@ -236,6 +237,9 @@ def _relabel_and_chunk(
         if config.goal_relabeling is not None:
             traj = traj_transforms.GOAL_RELABELING[config.goal_relabeling](traj, traj_seed)
         traj = traj_transforms.chunk_act_obs(traj, config.window_size, config.future_action_window_size)
+        if config.drop_incomplete_chunks and config.future_action_window_size:
+            keep = tf.maximum(rlds.traj_length(traj) - config.future_action_window_size, 0)
+            traj = tf.nest.map_structure(lambda x: x[:keep], traj)
         if train and config.subsample_length is not None:
             traj = traj_transforms.subsample(traj, config.subsample_length, traj_seed + 1)
         return traj

@@ -77,6 +77,7 @@ class VLAConfig(draccus.ChoiceRegistry):
     cameras: tuple[str, ...] | None = None                # camera views in model input order (OFT LIBERO: primary wrist)
     proprio_dim: int | None = None                        # proprio size, one token after the patches (0: none; OFT: 8)
     action_dim: int | None = None                         # action size; parallel heads need it (None: the data's)
+    drop_incomplete_chunks: bool = False                  # skip frames whose chunk runs past the end (OFT) instead of padding
     # -- data --
     data_mix: str = "bridge"                              # mixture name or dataset name (prismatic.data)
     shuffle_buffer_size: int = 256_000                    # frames held (encoded) in the shuffle buffer
@@ -503,6 +504,7 @@ class OFTLiberoSpatial(VLAConfig):
     cameras: tuple[str, ...] | None = ("primary", "wrist")
     proprio_dim: int | None = 8
     action_dim: int | None = 7
+    drop_incomplete_chunks: bool = True
     global_batch_size: int = 64
     per_device_batch_size: int = 8
     learning_rate: float = 5e-4

@@ -114,6 +114,7 @@ def build_train_dataset(cfg: TrainConfig, vla: VLA, info: DistInfo, skip: int = 
         camera_views=tuple(model_cfg.cameras),
         load_proprio=model_cfg.proprio_dim > 0,
         future_action_window_size=model_cfg.chunk_len - 1,
+        drop_incomplete_chunks=cfg.vla.drop_incomplete_chunks,
     )
     check_data_contract(model_cfg, cfg.vla.data_mix, pipeline.spec_files)  # before any data is read
     inner = RLDSDataset(cfg.data_root, cfg.vla.data_mix, transform, pipeline, train=True, rank=info.rank,

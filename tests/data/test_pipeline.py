@@ -101,6 +101,23 @@ def test_episodic_mode_yields_whole_trajectories_in_order(synthetic_root):
         )
 
 
+@pytest.mark.parametrize("drop", [False, True])
+def test_chunk_windows_pad_or_drop_the_incomplete_chunks(synthetic_root, drop):
+    """Chunks of 4 (future window 3): every step gets the next 4 actions; the last 3 steps either get a
+    padded chunk (ours) or are dropped (OpenVLA-OFT's `chunk_act_obs`)."""
+    root, episodes = synthetic_root
+    cfg = PipelineConfig(**SMALL, goal_relabeling=None, future_action_window_size=3, drop_incomplete_chunks=drop)
+    stream = make_episodic_dataset(root, "libero_spatial_no_noops", cfg, train=True)
+    lengths = sorted(len(ep["steps"]) for ep in episodes["libero_spatial_no_noops"])
+    trajs = list(stream.dataset.as_numpy_iterator())
+    assert sorted(len(t["action"]) for t in trajs) == sorted(n - 3 if drop else n for n in lengths)
+    for t in trajs:
+        a = t["action"]  # [frames, 4, 7]: chunk k of step i is step i + k's action
+        assert a.shape[1:] == (4, 7)
+        np.testing.assert_array_equal(a[:-1, 1], a[1:, 0])
+        np.testing.assert_array_equal(a[:-3, 3], a[3:, 0])
+
+
 def test_wrist_camera_and_proprio_are_loaded_when_asked(synthetic_root):
     root, episodes = synthetic_root
     cfg = PipelineConfig(

@@ -160,6 +160,7 @@ def test_oft_libero_recipe_and_its_step_schedule():
     v = VLAConfig.get_choice_class("oft+mx-libero-spatial")()
     assert (v.action_head, v.chunk_len, v.cameras, v.proprio_dim, v.action_dim) == ("l1-regression", 8, ("primary", "wrist"), 8, 7)
     assert (v.learning_rate, v.lr_decay_step, v.max_steps, v.global_batch_size, v.image_aug) == (5e-4, 100_000, 150_005, 64, True)
+    assert v.drop_incomplete_chunks  # OFT drops the frames whose chunk runs past the end
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=v.learning_rate)
     sched = build_scheduler(opt, v, v.max_steps)
     factors = [sched.lr_lambdas[0](s) for s in (0, 99_999, 100_000, 150_004)]
