@@ -5,7 +5,9 @@ One implementation serves training, inference and the Hugging Face layout: the m
 official openvla-7b checkpoint, so `from_pretrained` reads it as is and `save_pretrained` writes it.
 
 Image patches are inserted right after the first real token (BOS) of each row:
-`[BOS, patch_1 .. patch_N, rest of the prompt]`. Left padding is supported (generation with
+`[BOS, patch_1 .. patch_N, rest of the prompt]` (with several cameras, every camera's patches in order, then
+the proprio token if the model reads one). How actions are represented, attended to, trained and decoded is
+the action head's business (`prismatic.models.heads`, `config.action_head`). Left padding is supported (generation with
 batches), and positions are always derived from the multimodal attention mask, so the cache, the
 positions and the mask stay consistent whatever `generate` passes in. That bookkeeping is exactly
 what broke the original on transformers >= 4.50, where the same action came out for every image.
@@ -491,8 +493,8 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         action_dim: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Normalised actions [B, chunk_len, D] (float32) from complete inputs (ids with their action
-        slots, `proprio` already normalised): the action head's prediction, nothing else."""
+        """Normalised actions [B, chunk_len, D] from complete inputs (ids with their action slots, `proprio`
+        already normalised): the action head's prediction, nothing else."""
         if self.action_head.parallel and action_mask is None:
             raise ValueError("parallel heads read complete inputs: build them with complete_inference_ids / SampleEncoder")
         if not torch.isfinite(pixel_values).all():
