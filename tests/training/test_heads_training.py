@@ -128,9 +128,10 @@ def test_lora_trains_a_new_head_on_a_base_vlm_and_merges(libero_root, tmp_path):
 def test_data_without_the_models_camera_or_proprio_fails_before_reading(data_root, tmp_path):
     """`data_root` holds bridge_orig (no wrist camera): the run stops with one error naming both fixes."""
     cfg = oft_cfg(data_root, tmp_path, data_mix="bridge_orig")
+    before = {p: p.stat().st_mtime_ns for p in Path(data_root).rglob("*")}  # (shared with other tests)
     with pytest.raises(ConfigError, match=r"(?s)'bridge_orig' has no image for camera\(s\) \['wrist'\].*--vla.cameras"):
         Trainer(cfg, DistInfo(0, 0, 1, torch.device("cpu")))
-    assert not list(Path(data_root).rglob("dataset_statistics_*.json"))  # no data was read
+    assert {p: p.stat().st_mtime_ns for p in Path(data_root).rglob("*")} == before  # no statistics computed
     assert not cfg.run_dir.exists()  # nothing written
     from prismatic.models.configuration import OpenVLAConfig
     from prismatic.training.model_setup import check_data_contract
