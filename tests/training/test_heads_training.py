@@ -166,3 +166,17 @@ def test_oft_libero_recipe_and_its_step_schedule():
     sched = build_scheduler(opt, v, v.max_steps)
     factors = [sched.lr_lambdas[0](s) for s in (0, 99_999, 100_000, 150_004)]
     assert factors == [1.0, 1.0, 0.1, 0.1]  # torch's MultiStepLR(milestones=[100000], gamma=0.1), as OFT
+
+
+def test_a_released_base_vlm_gets_a_fresh_head(released_base_vlm):
+    """A prismatic-vlms release (no head) as the base of an OFT-style VLA: its LLM and projector are loaded,
+    the l1 head and proprio projector start from their initial weights."""
+    from prismatic.models.base_vlm import load_base_vlm
+
+    settings = {**OFT_HEAD, "cameras": ["primary", "wrist"]}
+    vla = load_base_vlm(released_base_vlm["dir"], vision_weights=released_base_vlm["vision_weights"], head_settings=settings)
+    assert (vla.model.config.action_head, vla.chunk_len, vla.cameras, vla.proprio_dim) == ("l1-regression", 4, ("primary", "wrist"), 8)
+    native = released_base_vlm["native"]
+    assert torch.equal(vla.model.projector.fc1.weight, native["projector"]["projector.0.weight"])
+    assert vla.model.action_head.model.fc2.weight.shape == (7, vla.model.config.text_config.hidden_size)
+    assert vla.model.proprio_projector.fc1.weight.abs().sum() > 0  # initialised, not left empty
