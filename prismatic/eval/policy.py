@@ -13,10 +13,12 @@ Remote wire format (one request per step, JSON over HTTP POST to `http://HOST:PO
 
     request   {"image": ARRAY, "instruction": "pick up the bowl", "unnorm_key": "libero_spatial" | null}
     response  ARRAY  |  [0.1, ...]  |  {"action": ARRAY or list}  |  a JSON string holding any of these
+              |  [ARRAY, ARRAY, ...] (an action chunk, as OpenVLA-OFT's server sends: executed open loop)
     ARRAY     {"__numpy__": "<base64 of the C-order bytes>", "dtype": "|u1", "shape": [224, 224, 3]}
 
 ARRAY is the encoding of the `json-numpy` package, so a server that calls `json_numpy.patch()` decodes the
-request as is; the "JSON string" response form is what the original OpenVLA `deploy.py` returns.
+request as is; the "JSON string" response form is what the original OpenVLA `deploy.py` returns. The
+server in `prismatic.serve` speaks this protocol (and answers errors with 4xx/5xx and a reason).
 """
 
 from __future__ import annotations
@@ -235,6 +237,19 @@ def decode_action_response(body: bytes) -> np.ndarray:
     return decode_array(payload).astype(np.float64).reshape(-1)
 
 
+def decode_action_chunk(body: bytes) -> np.ndarray:
+    """Parse every response form listed in the module docstring into actions [chunk_len, action_dim]."""
+    payload: Any = json.loads(body.decode("utf-8"))
+    if isinstance(payload, str):  # double-encoded, as the original deploy.py returns
+        payload = json.loads(payload)
+    if isinstance(payload, Mapping) and "action" in payload:
+        payload = payload["action"]
+    if isinstance(payload, list) and payload and all(isinstance(p, Mapping) for p in payload):
+        return np.stack([decode_array(p).astype(np.float64).reshape(-1) for p in payload])
+    actions = decode_array(payload).astype(np.float64)
+    return actions.reshape(-1, actions.shape[-1]) if actions.ndim else actions.reshape(1, 1)
+
+
 class RemotePolicyError(RuntimeError):
     """The policy server answered with an error for this request (the episode fails, the evaluation goes on)."""
 
@@ -249,7 +264,10 @@ class RemotePolicy:
 
     Connection errors and timeouts are retried `retries` times, waiting `backoff_s`, then twice as long each
     time; then `PolicyUnavailable` (naming the URL) stops the evaluation. HTTP errors are not retried (a
-    server that answers 4xx/5xx will answer the same again): `RemotePolicyError` fails that episode.
+    server that answers 4xx/5xx will answer the same again): `RemotePolicyError` fails that episode. When the
+    server answers with an action chunk, `act` returns its actions one per step (the first `open_loop_steps`
+    of each chunk, default all) before asking again; `reset` drops what is left of a chunk. `token` is sent
+    as a bearer token.
     """
 
     def __init__(
@@ -260,14 +278,20 @@ class RemotePolicy:
         timeout_s: float = 30.0,
         retries: int = 3,
         backoff_s: float = 1.0,
+        token: str | None = None,
+        open_loop_steps: int | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"remote policy url must start with http:// or https://, got {url!r}")
+        if open_loop_steps is not None and open_loop_steps < 1:
+            raise ValueError(f"open_loop_steps must be >= 1 (or None: the whole chunk), got {open_loop_steps}")
         self.url, self.unnorm_key, self.preprocess = url, unnorm_key, preprocess
         self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), max(0.0, backoff_s)
+        self.token, self.open_loop_steps = token, open_loop_steps
+        self._queued: list[np.ndarray] = []
 
     def reset(self) -> None:
-        pass
+        self._queued = []
 
     def request_body(self, obs: Observation) -> bytes:
         image, instruction = _check_obs(obs)
@@ -281,14 +305,21 @@ class RemotePolicy:
         return json.dumps(payload).encode("utf-8")
 
     def act(self, obs: Observation) -> np.ndarray:
+        if not self._queued:
+            self._queued = list(self.predict_chunk(obs)[: self.open_loop_steps])
+        return self._queued.pop(0)
+
+    def predict_chunk(self, obs: Observation) -> np.ndarray:
+        """One request: the server's answer as actions [chunk_len, action_dim]."""
         body = self.request_body(obs)
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         for attempt in range(self.retries + 1):
-            request = urllib.request.Request(
-                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
+            request = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return decode_action_response(response.read())
+                    return decode_action_chunk(response.read())
             except urllib.error.HTTPError as e:
                 detail = e.read()[:300].decode("utf-8", "replace")
                 raise RemotePolicyError(
