@@ -44,6 +44,10 @@ class Step(NamedTuple):
 
 @runtime_checkable
 class EvalEnv(Protocol):
+    """An episode source. It may also define `episode_summary(success, steps, error) -> dict`, called once
+    when an episode ends: its "success" and "failure_reason" keys override the record's, the rest goes to
+    `EpisodeRecord.extra` (a real robot, whose outcome only the operator knows, uses it)."""
+
     def reset(self, init: Any) -> Observation: ...  # start an episode from one entry of EvalTask.inits
 
     def step(self, action: np.ndarray) -> Step: ...

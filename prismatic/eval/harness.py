@@ -64,6 +64,8 @@ class EpisodeRecord:
     instruction: str = ""
     video: str | None = None  # path relative to the results directory
     error: str | None = None  # an exception ended the episode (counted as a failure, as the original does)
+    failure_reason: str | None = None  # the operator's label for a failed real-robot episode (eval/robot.py)
+    extra: dict[str, Any] = field(default_factory=dict)  # what an env's episode_summary() adds (JSON-able)
 
 
 @dataclass
@@ -153,9 +155,14 @@ def run_episode(
         log.warning(
             "task %s episode %d failed with %s\n%s", task.name, episode, error, traceback.format_exc()
         )
+    extra: dict[str, Any] = {}
+    summarize = getattr(env, "episode_summary", None)
+    if callable(summarize):
+        extra = dict(summarize(success=success, steps=steps, error=error))
     return EpisodeRecord(
-        task.name, episode, success, steps, round(time.perf_counter() - start, 3), instruction, error=error
-    )
+        task.name, episode, bool(extra.pop("success", success)), steps, round(time.perf_counter() - start, 3),
+        instruction, error=error, failure_reason=extra.pop("failure_reason", None), extra=extra,
+    )  # fmt: skip
 
 
 def _episodes_for(task: EvalTask, trials_per_task: int | None) -> range:
