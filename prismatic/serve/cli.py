@@ -46,9 +46,14 @@ def load_model(config: ServeConfig) -> ServedModel:
     if config.quantization != "none":
         from prismatic.training.lora import quantization_config
 
-        quantization = quantization_config(
-            config.quantization, device, mixed_precision=dtype != torch.float32
-        )
+        try:  # the same bitsandbytes settings and device check as QLoRA's base
+            quantization = quantization_config(
+                config.quantization, device, mixed_precision=dtype != torch.float32
+            )
+        except (ImportError, RuntimeError) as e:
+            raise ValueError(
+                f"--quantization {config.quantization} is not available on {device}: {e}"
+            ) from None
     log.info("loading %s on %s (%s%s)", config.checkpoint, device, str(dtype).replace("torch.", ""),
              "" if quantization is None else f", {config.quantization}")  # fmt: skip
     vla = load_vla(config.checkpoint, device=device, dtype=dtype, tokenizer=config.tokenizer or None,

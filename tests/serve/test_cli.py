@@ -97,3 +97,26 @@ def test_serve_then_sigterm(case_images):
     assert proc.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after its shutdown
     assert "server stopped after 1 requests in 1 model calls" in output, output
     assert "Application shutdown complete" in output and "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_serves_every_layout_load_vla_reads(tmp_path, tiny_vla, case_images):
+    """HF layout and a native run directory give the same answers; an 8-bit load (bitsandbytes on CPU) answers."""
+    from prismatic.serve import ServeConfig
+    from prismatic.serve.cli import load_model
+    from prismatic.serve.observation import PolicyRequest
+
+    tiny_vla.save_native(tmp_path / "native")
+    request = PolicyRequest((case_images[0],), "put the carrot on the plate", "bridge_orig")
+    answers = {}
+    for name, path, quantization in (("hf", CHECKPOINT, "none"), ("native", tmp_path / "native", "none"),
+                                     ("8bit", CHECKPOINT, "8bit")):  # fmt: skip
+        model = load_model(ServeConfig(checkpoint=str(path), device="cpu", quantization=quantization))
+        assert model.name == path.name and model.describe()["device"] == "cpu"
+        answers[name] = model.run_batch([request])[0]
+    np.testing.assert_array_equal(answers["hf"], answers["native"])
+    local = tiny_vla.predict_chunks(
+        [case_images[0]], ["put the carrot on the plate"], unnorm_key="bridge_orig"
+    )[0]
+    np.testing.assert_array_equal(answers["hf"], local)
+    assert answers["8bit"].shape == (1, 7) and np.all(np.isfinite(answers["8bit"]))
