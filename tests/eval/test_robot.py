@@ -50,7 +50,7 @@ def _labels(path: Path, labels: list[dict]) -> str:
 
 
 @pytest.mark.slow
-def test_bridge_loop_on_the_simulated_robot_end_to_end(tmp_path):
+def test_bridge_loop_on_the_simulated_robot_end_to_end(tmp_path, monkeypatch):
     script = _load_script()
     labels = [{"success": True}, {"success": False, "failure_reason": "wrong_object", "note": "went for blue"},
               {"success": False, "failure_reason": "bad_grasp"}, {"success": True}]  # fmt: skip
@@ -58,6 +58,8 @@ def test_bridge_loop_on_the_simulated_robot_end_to_end(tmp_path):
         robot="tabletop", tasks=TASKS, episodes_per_task=2, max_steps=3, control_hz=0, checkpoint=str(CHECKPOINT),
         out_dir=str(tmp_path / "run"), labels=_labels(tmp_path / "labels.json", labels), safety=SafetyConfig(**TIGHT),
     )  # fmt: skip
+    policy = script.make_policy(cfg)  # the script's own policy, loaded once for the three runs below
+    monkeypatch.setattr(script, "make_policy", lambda _: policy)
     results = script.run(cfg)
     run = json.loads((tmp_path / "run" / "results.json").read_text())
     assert run["env"] == "robot:tabletop" and run["summary"]["overall"]["episodes"] == 4
