@@ -66,13 +66,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     import draccus
 
     config = draccus.parse(ServeConfig, args=list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=config.log_level.upper() if isinstance(config.log_level, str) else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         config.validate()
-        from prismatic.serve.app import create_app
-        from prismatic.serve.server import bind, run
-
+        logging.basicConfig(
+            level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        try:
+            from prismatic.serve.app import create_app
+            from prismatic.serve.server import bind, run
+        except ImportError as e:
+            raise ValueError(f"the server needs the `serve` extra ({e}): uv sync --extra serve, or "
+                             "pip install 'prismatic[serve]'") from None  # fmt: skip
         sock = bind(config.host, config.port)
         if not config.loopback:
             log.warning(
@@ -85,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, OSError, KeyError) as e:  # CheckpointError is a FileNotFoundError (OSError)
         print(f"prismatic-serve: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    port = sock.getsockname()[1]
-    log.info("starting on http://%s:%d (POST /act, ws /openpi, ws /vla-eval, ws / = %s, GET /health, GET /config)",
-             config.host, port, config.ws_root)  # fmt: skip
+    routes = {"rest": "POST /act", "openpi": "ws /openpi", "vla-eval": "ws /vla-eval"}
+    log.info("starting on http://%s:%d (%s, ws / = %s, GET /health, GET /config)", config.host,
+             sock.getsockname()[1], ", ".join(routes[p] for p in config.protocols), config.ws_root)  # fmt: skip
     run(app, config, sock)
 
 
