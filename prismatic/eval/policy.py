@@ -227,16 +227,6 @@ def decode_array(obj: Any) -> np.ndarray:
     raise ValueError(f"cannot decode an array from {type(obj).__name__}: {str(obj)[:120]!r}")
 
 
-def decode_action_response(body: bytes) -> np.ndarray:
-    """Parse every response form listed in the module docstring into a 1-D float action."""
-    payload: Any = json.loads(body.decode("utf-8"))
-    if isinstance(payload, str):  # double-encoded, as the original deploy.py returns
-        payload = json.loads(payload)
-    if isinstance(payload, Mapping) and "action" in payload:
-        payload = payload["action"]
-    return decode_array(payload).astype(np.float64).reshape(-1)
-
-
 def decode_action_chunk(body: bytes) -> np.ndarray:
     """Parse every response form listed in the module docstring into actions [chunk_len, action_dim]."""
     payload: Any = json.loads(body.decode("utf-8"))

@@ -30,18 +30,18 @@ def _stats(low: float, high: float, dim: int) -> dict:
 
 
 class FakeChunkVLA:
-    """Contract-only VLA: cameras (primary, wrist), proprio_dim 8, chunk_len 4, action_dim 7.
+    """Contract-only VLA: cameras (primary, wrist), proprio_dim 8, chunk_len 4, action_dim 7 (or one camera
+    and no proprio with `cameras=("primary",), proprio_dim=0`).
 
-    Each chunk is a deterministic function of the whole request (both images, the instruction, the
-    proprio state and the unnorm key), so a test can recompute the exact expected answer; `calls` records
-    the batch size of every model call; an instruction containing "explode" makes the call fail.
+    Each chunk is a deterministic function of the whole request (the images, the instruction, the proprio
+    state and the unnorm key), so a test can recompute the exact expected answer; `calls` records the batch
+    size of every model call; an instruction containing "explode" makes the call fail.
     """
 
-    cameras = ("primary", "wrist")
-    proprio_dim = 8
     chunk_len = 4
 
-    def __init__(self) -> None:
+    def __init__(self, cameras: tuple[str, ...] = ("primary", "wrist"), proprio_dim: int = 8) -> None:
+        self.cameras, self.proprio_dim = cameras, proprio_dim
         self.norm_stats = {"libero_spatial": _stats(-1.0, 1.0, 7), "aloha": _stats(-2.0, 2.0, 7)}
         self.config = SimpleNamespace(
             vision_backbone_id="fake-vit", llm_backbone_id="fake-llm", image_sizes=[224, 224]
@@ -54,8 +54,8 @@ class FakeChunkVLA:
 
     @staticmethod
     def expected(images, instruction: str, proprio, unnorm_key: str) -> np.ndarray:
-        primary, wrist = (np.asarray(i, dtype=np.float64) for i in images)
-        base = primary.mean() / 255 + 2 * wrist.mean() / 255 + 0.1 * len(instruction) + float(np.sum(proprio))
+        base = sum((k + 1) * np.asarray(im, dtype=np.float64).mean() / 255 for k, im in enumerate(images))
+        base += 0.1 * len(instruction) + (0.0 if proprio is None else float(np.sum(proprio)))
         scale = 1.0 if unnorm_key == "libero_spatial" else 2.0
         t, d = np.meshgrid(np.arange(4), np.arange(7), indexing="ij")
         return scale * (base + 0.01 * t + 0.001 * d)
@@ -65,7 +65,12 @@ class FakeChunkVLA:
             self.calls.append(len(images))
         if any("explode" in i for i in instructions):
             raise RuntimeError("simulated CUDA out of memory")
-        assert proprio is not None and proprio.shape == (len(images), 8)
+        assert all(len(im) == len(self.cameras) for im in images)
+        if self.proprio_dim:
+            assert proprio is not None and proprio.shape == (len(images), self.proprio_dim)
+        else:
+            assert proprio is None
+        rows = proprio if proprio is not None else [None] * len(images)
         return np.stack(
-            [self.expected(im, ins, p, unnorm_key) for im, ins, p in zip(images, instructions, proprio)]
+            [self.expected(im, ins, p, unnorm_key) for im, ins, p in zip(images, instructions, rows)]
         )

@@ -152,3 +152,24 @@ def test_health_and_config(tiny_model):
     assert config["protocols"] == ["openpi", "rest", "vla-eval"] and config["ws_root"] == "openpi"
     assert config["observation_keys"]["openpi"]["primary"] == "observation/exterior_image_1_left"
     assert config["observation_keys"]["rest"]["instruction"] == "instruction"
+
+
+def test_remote_policy_executes_chunks_open_loop(monkeypatch):
+    """prismatic's own client: chunk answers are executed open loop, reset drops the rest, token sent."""
+    monkeypatch.setenv("PRISMATIC_SERVE_TOKEN", "tk")
+    fake = FakeChunkVLA(cameras=("primary",), proprio_dim=0)
+    obs = {"image": np.full((6, 6, 3), 7, np.uint8), "instruction": "pour"}
+    with running(ServedModel(fake, "fake")) as server:
+        policy = RemotePolicy(
+            f"{server.url}/act", unnorm_key="aloha", timeout_s=TIMEOUT, token="tk", open_loop_steps=3
+        )
+        actions = [policy.act(obs) for _ in range(4)]  # 3 from the first chunk, then a new request
+        policy.reset()
+        actions.append(policy.act(obs))
+        with pytest.raises(RemotePolicyError, match="HTTP 401"):
+            RemotePolicy(f"{server.url}/act", unnorm_key="aloha", timeout_s=TIMEOUT).act(obs)
+    chunk = FakeChunkVLA.expected([obs["image"]], "pour", None, "aloha")
+    np.testing.assert_array_equal(np.stack(actions), chunk[[0, 1, 2, 0, 0]])
+    assert fake.calls == [1, 1, 1]
+    with pytest.raises(ValueError, match="open_loop_steps"):
+        RemotePolicy("http://127.0.0.1:1/act", open_loop_steps=0)
