@@ -78,7 +78,7 @@ def test_batching_off_and_the_window_closes():
         late = Batcher(rec, max_batch=8, window_ms=20)
         await late.start()
         first = asyncio.ensure_future(late.submit(_request(10)))
-        await asyncio.sleep(0.3)  # well past the window: the first request has been answered alone
+        await asyncio.sleep(0.5)  # well past the window: the first request has been answered alone
         await late.submit(_request(11))
         await first
         await late.stop()
