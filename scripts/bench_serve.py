@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import threading
@@ -210,6 +211,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "serve.json")
     args = ap.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    load_before = os.getloadavg()  # the machine may be shared: record how busy it was
 
     from PIL import Image
 
@@ -246,7 +248,10 @@ def main() -> None:
             "max_batch_on": args.max_batch,
             "window_ms_on": args.window_ms,
         },  # fmt: skip
-        "machine": machine_info(args.device),
+        "machine": {
+            **machine_info(args.device),
+            "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
+        },
         "results": results,
         "speedup_batching_on_vs_off": {str(c): round(rps[("on", c)] / rps[("off", c)], 2) for c in levels},
         "same_answers_batching_on_and_off": same,
