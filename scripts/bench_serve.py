@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -39,7 +40,7 @@ KEY = "bridge_orig"
 
 
 def _serve(
-    model: str, device: str, dtype: str, threads: int, max_batch: int, window_ms: float, port_queue
+    model: str, device: str, dtype: str, threads: int, max_batch: int, window_ms: float, port_pipe
 ) -> None:
     """The server process: build the model, bind a free port, report it, serve until SIGTERM."""
     import torch
@@ -56,20 +57,25 @@ def _serve(
                          unnorm_key=KEY, log_level="warning")  # fmt: skip
     app = create_app(ServedModel(vla, model, default_unnorm_key=KEY), config)
     sock = bind("127.0.0.1", 0)
-    port_queue.put(sock.getsockname()[1])
+    port_pipe.send(sock.getsockname()[1])
+    port_pipe.close()
+    # uvicorn re-raises SIGTERM after its graceful shutdown: exit normally then, so the process cleans up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     run(app, config, sock)
 
 
 class Server:
     def __init__(self, args, max_batch: int) -> None:
         ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
+        receiver, sender = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_serve, args=(args.model, args.device, args.dtype, args.threads, max_batch,
-                                                     args.window_ms, queue), daemon=True)  # fmt: skip
+                                                     args.window_ms, sender), daemon=True)  # fmt: skip
         self.proc.start()
-        self.port = queue.get(timeout=1800)
-        queue.close()
-        queue.join_thread()
+        sender.close()
+        if not receiver.poll(1800):
+            raise RuntimeError("the benchmark server did not report its port")
+        self.port = receiver.recv()
+        receiver.close()
         self.url = f"http://127.0.0.1:{self.port}"
         import requests
 
