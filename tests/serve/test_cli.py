@@ -120,3 +120,15 @@ def test_serves_every_layout_load_vla_reads(tmp_path, tiny_vla, case_images):
     )[0]
     np.testing.assert_array_equal(answers["hf"], local)
     assert answers["8bit"].shape == (1, 7) and np.all(np.isfinite(answers["8bit"]))
+
+
+def test_non_loopback_host_warns(tmp_path, capsys, caplog):
+    from prismatic.serve.config import ServeConfig, is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.0.1", "::1", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "192.168.1.5", "::", "robot-box"))
+    assert ServeConfig().host == "127.0.0.1"
+    # the warning comes before the model loads; a missing checkpoint then ends the run
+    err = _main(["--checkpoint", str(tmp_path / "missing"), "--host", "0.0.0.0", "--port", "0"], capsys)
+    assert "does not exist" in err
+    assert "every machine that can reach it can drive this policy (no --token set" in caplog.text
