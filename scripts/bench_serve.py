@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a clone without installing
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_inference import TINY, machine_info  # noqa: E402  (one owner for building the benchmark model)
+from bench_common import machine_info  # noqa: E402
+from bench_inference import TINY  # noqa: E402  (bench_inference.build: one owner for building the benchmark model)
 
 INSTRUCTIONS = ["put the carrot on the plate", "pick up the spoon and place it in the pot", "wipe the table",
                 "open the drawer"]  # fmt: skip
@@ -40,7 +41,15 @@ KEY = "bridge_orig"
 
 
 def _serve(
-    model: str, device: str, dtype: str, threads: int, max_batch: int, window_ms: float, port_pipe
+    model: str,
+    device: str,
+    dtype: str,
+    quantize: str | None,
+    decode: str,
+    threads: int,
+    max_batch: int,
+    window_ms: float,
+    port_pipe,
 ) -> None:
     """The server process: build the model, bind a free port, report it, serve until SIGTERM."""
     import torch
@@ -52,7 +61,8 @@ def _serve(
 
     if threads:
         torch.set_num_threads(threads)
-    vla = build(model, device, getattr(torch, dtype))
+    vla = build(model, device, getattr(torch, dtype), quantize)
+    vla.decode = decode
     config = ServeConfig(checkpoint=model, port=0, max_batch=max_batch, batch_window_ms=window_ms,
                          unnorm_key=KEY, log_level="warning")  # fmt: skip
     app = create_app(ServedModel(vla, model, default_unnorm_key=KEY), config)
@@ -68,7 +78,7 @@ class Server:
     def __init__(self, args, max_batch: int) -> None:
         ctx = mp.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_serve, args=(args.model, args.device, args.dtype, args.threads, max_batch,
+        self.proc = ctx.Process(target=_serve, args=(args.model, args.device, args.dtype, args.quantize, args.decode, args.threads, max_batch,
                                                      args.window_ms, sender), daemon=True)  # fmt: skip
         self.proc.start()
         sender.close()
@@ -206,6 +216,10 @@ def main() -> None:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument(
+        "--quantize", default=None, choices=["8bit", "4bit"], help="bitsandbytes weights (default: none)"
+    )
+    ap.add_argument("--decode", default="auto", choices=["auto", "eager", "static", "graphs"])
     ap.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads in the server (0: torch's choice)"
     )

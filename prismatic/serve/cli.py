@@ -1,7 +1,7 @@
 """`prismatic-serve` / `python vla-scripts/serve.py`: serve a checkpoint on one port in three protocols.
 
     prismatic-serve --checkpoint /ckpts/openvla-7b --unnorm_key bridge_orig            # 127.0.0.1:8000
-    prismatic-serve --checkpoint runs/my-run --host 0.0.0.0 --token "$SECRET" --quantization 4bit
+    prismatic-serve --checkpoint runs/my-run --host 0.0.0.0 --token "$SECRET" --load_in_4bit true
 
 Order of work: settings are validated and the port is bound before the model loads (seconds, not a
 failed start after minutes of loading); then the model loads; then uvicorn serves until SIGTERM/SIGINT,
@@ -37,27 +37,20 @@ def resolve_device_dtype(config: ServeConfig) -> tuple[str, object]:
 
 def load_model(config: ServeConfig) -> ServedModel:
     """Load `config.checkpoint` (anything `load_vla` reads) as the server's model."""
-    import torch
-
     from prismatic.models.load import load_vla
 
     device, dtype = resolve_device_dtype(config)
-    quantization = None
-    if config.quantization != "none":
-        from prismatic.training.lora import quantization_config
+    if config.quantize is not None:
+        from prismatic.models.quantization import require_bitsandbytes
 
-        try:  # the same bitsandbytes settings and device check as QLoRA's base
-            quantization = quantization_config(
-                config.quantization, device, mixed_precision=dtype != torch.float32
-            )
+        try:  # one small quantised layer on the device, before the model is read
+            require_bitsandbytes(config.quantize, device, flag=f"--load_in_{config.quantize}")
         except (ImportError, RuntimeError) as e:
-            raise ValueError(
-                f"--quantization {config.quantization} is not available on {device}: {e}"
-            ) from None
+            raise ValueError(str(e)) from None
     log.info("loading %s on %s (%s%s)", config.checkpoint, device, str(dtype).replace("torch.", ""),
-             "" if quantization is None else f", {config.quantization}")  # fmt: skip
+             "" if config.quantize is None else f", {config.quantize}")  # fmt: skip
     vla = load_vla(config.checkpoint, device=device, dtype=dtype, tokenizer=config.tokenizer or None,
-                   quantization_config=quantization)  # fmt: skip
+                   quantize=config.quantize, decode=config.decode)  # fmt: skip
     name = Path(config.checkpoint).expanduser().resolve().name
     return ServedModel(vla, name, default_unnorm_key=config.unnorm_key or None, gripper=config.gripper)
 

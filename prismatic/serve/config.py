@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from prismatic.models.decoding import DECODE_MODES
 from prismatic.serve.model import GRIPPER_CONVENTIONS
 from prismatic.serve.observation import DEFAULT_KEYS, parse_overrides
 
 ALL_PROTOCOLS = ("rest", "openpi", "vla-eval")
 WS_PROTOCOLS = ("openpi", "vla-eval")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZATIONS = ("none", "8bit", "4bit")
 
 
 @dataclass
@@ -22,7 +22,9 @@ class ServeConfig:
     port: int = 8000                       # one port for every protocol (0: any free port)
     device: str = "auto"                   # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     dtype: str = "auto"                    # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16
-    quantization: str = "none"             # none | 8bit | 4bit (bitsandbytes; HF-layout checkpoints)
+    load_in_8bit: bool = False             # bitsandbytes 8-bit weights (LLM.int8; HF layout), as the original's flag
+    load_in_4bit: bool = False             # bitsandbytes 4-bit weights (NF4; HF layout)
+    decode: str = "auto"                   # auto | eager | static | graphs (prismatic/models/decoding.py)
     tokenizer: str = ""                    # tokenizer dir for run dirs of the original codebase (load_vla)
     unnorm_key: str = ""                   # dataset statistics for requests that name none
     gripper: str = "model"                 # model (as trained) | binary_close_positive (LIBERO/robosuite: -1 open, +1 close)
@@ -41,6 +43,10 @@ class ServeConfig:
         return int(self.max_request_mb * 1024 * 1024)
 
     @property
+    def quantize(self) -> str | None:
+        return "8bit" if self.load_in_8bit else "4bit" if self.load_in_4bit else None
+
+    @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
 
@@ -53,12 +59,14 @@ class ServeConfig:
             )
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
             out.append(f"--port must be in 0..65535, got {self.port!r}")
-        for flag, value, choices in (("--dtype", self.dtype, DTYPES), ("--quantization", self.quantization, QUANTIZATIONS),
+        for flag, value, choices in (("--dtype", self.dtype, DTYPES), ("--decode", self.decode, DECODE_MODES),
                                      ("--gripper", self.gripper, GRIPPER_CONVENTIONS),
                                      ("--ws_root", self.ws_root, (*WS_PROTOCOLS, "none")),
                                      ("--log_level", self.log_level, ("debug", "info", "warning", "error"))):  # fmt: skip
             if value not in choices:
                 out.append(f"{flag} {value!r} is not one of: {', '.join(choices)}")
+        if self.load_in_8bit and self.load_in_4bit:
+            out.append("--load_in_8bit and --load_in_4bit are exclusive: pick one")
         unknown = [p for p in self.protocols if p not in ALL_PROTOCOLS]
         if unknown or not self.protocols:
             out.append(f"--protocols {self.protocols} must name some of: {', '.join(ALL_PROTOCOLS)}")

@@ -39,9 +39,11 @@ def test_console_entry_point_is_installed():
 
 def test_bad_settings_are_all_reported_before_loading(capsys, caplog):
     err = _main(["--checkpoint", str(CHECKPOINT), "--max_batch", "0", "--dtype", "fp8",
-                 "--protocols", "[rest,grpc]", "--obs_keys", "[openpi.primary]"], capsys)  # fmt: skip
+                 "--protocols", "[rest,grpc]", "--obs_keys", "[openpi.primary]", "--load_in_8bit", "true",
+                 "--load_in_4bit", "true", "--decode", "fast"], capsys)  # fmt: skip
     for fragment in ("--max_batch must be an integer in 1..256", "--dtype 'fp8' is not one of: auto, float32",
-                     "must name some of: rest, openpi, vla-eval", "is not PROTOCOL.FIELD=KEY"):  # fmt: skip
+                     "must name some of: rest, openpi, vla-eval", "is not PROTOCOL.FIELD=KEY",
+                     "--load_in_8bit and --load_in_4bit are exclusive", "--decode 'fast' is not one of"):  # fmt: skip
         assert fragment in err, err
     assert "loading" not in caplog.text  # nothing was loaded
 
@@ -101,7 +103,8 @@ def test_serve_then_sigterm(case_images):
 
 @pytest.mark.slow
 def test_serves_every_layout_load_vla_reads(tmp_path, tiny_vla, case_images):
-    """HF layout and a native run directory give the same answers; an 8-bit load (bitsandbytes on CPU) answers."""
+    """HF layout and a native run directory give the same answers; 8-bit and 4-bit loads (bitsandbytes on
+    CPU) answer."""
     from prismatic.serve import ServeConfig
     from prismatic.serve.cli import load_model
     from prismatic.serve.observation import PolicyRequest
@@ -109,9 +112,9 @@ def test_serves_every_layout_load_vla_reads(tmp_path, tiny_vla, case_images):
     tiny_vla.save_native(tmp_path / "native")
     request = PolicyRequest((case_images[0],), "put the carrot on the plate", "bridge_orig")
     answers = {}
-    for name, path, quantization in (("hf", CHECKPOINT, "none"), ("native", tmp_path / "native", "none"),
-                                     ("8bit", CHECKPOINT, "8bit")):  # fmt: skip
-        model = load_model(ServeConfig(checkpoint=str(path), device="cpu", quantization=quantization))
+    for name, path, flags in (("hf", CHECKPOINT, {}), ("native", tmp_path / "native", {}),
+                              ("8bit", CHECKPOINT, {"load_in_8bit": True}), ("4bit", CHECKPOINT, {"load_in_4bit": True})):  # fmt: skip
+        model = load_model(ServeConfig(checkpoint=str(path), device="cpu", **flags))
         assert model.name == path.name and model.describe()["device"] == "cpu"
         answers[name] = model.run_batch([request])[0]
     np.testing.assert_array_equal(answers["hf"], answers["native"])
@@ -119,7 +122,9 @@ def test_serves_every_layout_load_vla_reads(tmp_path, tiny_vla, case_images):
         [case_images[0]], ["put the carrot on the plate"], unnorm_key="bridge_orig"
     )[0]
     np.testing.assert_array_equal(answers["hf"], local)
-    assert answers["8bit"].shape == (1, 7) and np.all(np.isfinite(answers["8bit"]))
+    for name in ("8bit", "4bit"):
+        assert isinstance(answers[name], np.ndarray), answers[name]  # not a ModelFailure
+        assert answers[name].shape == (1, 7) and np.all(np.isfinite(answers[name]))
 
 
 def test_non_loopback_host_warns(tmp_path, capsys, caplog):
