@@ -10,7 +10,9 @@ on and off (token ids are exact). JSON with machine, versions and command goes t
 
 Each client sends its requests back to back (closed loop) over one keep-alive connection; requests/s
 is all answers over the wall time of a level, latency is per request as the client sees it (encode,
-network, queueing, the model, decode).
+network, queueing, the model, decode). The two servers (batching off, on) run side by side and are
+measured in alternating turns, so load from other jobs weighs on both alike (on a GPU both hold the
+weights: 2 x 15 GB for the 7B model in bf16).
 """
 
 from __future__ import annotations
@@ -150,10 +152,8 @@ class OpenpiClient:
 CLIENTS = {"rest": RestClient, "openpi": OpenpiClient}
 
 
-def run_level(
-    server: Server, protocol: str, concurrency: int, total: int, images: list[np.ndarray]
-) -> tuple[dict, dict]:
-    """`total` requests from `concurrency` closed-loop clients; returns the summary and every answer."""
+def run_level(server: Server, protocol: str, concurrency: int, total: int, images: list[np.ndarray]) -> dict:
+    """`total` requests from `concurrency` closed-loop clients: latencies, wall time, model calls, answers."""
     per_client = -(-total // concurrency)
     latencies: list[float] = []
     answers: dict[tuple[int, int], np.ndarray] = {}
@@ -192,8 +192,15 @@ def run_level(
     after = server.stats()
     for c in clients:
         c.close()
-    calls = after["batches"] - before["batches"]
-    summary = {
+    return {"latencies": latencies, "wall": wall, "errors": errors, "answers": answers,
+            "calls": after["batches"] - before["batches"], "served": after["requests"] - before["requests"]}  # fmt: skip
+
+
+def summarize(concurrency: int, rounds: list[dict]) -> dict:
+    latencies = [x for r in rounds for x in r["latencies"]]
+    errors = [e for r in rounds for e in r["errors"]]
+    wall, calls = sum(r["wall"] for r in rounds), sum(r["calls"] for r in rounds)
+    return {
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": len(errors),
@@ -204,9 +211,8 @@ def run_level(
         "p99_ms": round(float(np.percentile(latencies, 99)) * 1e3, 1),
         "mean_ms": round(statistics.fmean(latencies) * 1e3, 1),
         "model_calls": calls,
-        "mean_batch": round((after["requests"] - before["requests"]) / max(calls, 1), 2),
+        "mean_batch": round(sum(r["served"] for r in rounds) / max(calls, 1), 2),
     }
-    return summary, answers
 
 
 def main() -> None:
@@ -225,7 +231,8 @@ def main() -> None:
     )
     ap.add_argument("--protocol", default="rest", choices=sorted(CLIENTS))
     ap.add_argument("--concurrency", default="1,4,16", help="comma-separated numbers of concurrent clients")
-    ap.add_argument("--requests", type=int, default=160, help="requests per concurrency level")
+    ap.add_argument("--requests", type=int, default=160, help="requests per concurrency level (and mode)")
+    ap.add_argument("--rounds", type=int, default=2, help="turns per level and mode, alternating off/on")
     ap.add_argument("--max-batch", type=int, default=16, help="max_batch with batching on")
     ap.add_argument("--window-ms", type=float, default=5.0, help="batch_window_ms with batching on")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "serve.json")
@@ -239,18 +246,27 @@ def main() -> None:
         np.asarray(Image.open(p).convert("RGB").resize((224, 224)))
         for p in sorted((TINY / "cases").glob("*.png"))
     ]
-    results, answers = [], {}
-    for mode, max_batch in (("off", 1), ("on", args.max_batch)):
-        server = Server(args, max_batch)
-        try:
-            for c in levels:
-                summary, got = run_level(server, args.protocol, c, args.requests, images)
+    results, answers = [], {"off": {}, "on": {}}
+    # Both servers run side by side and are measured in turns (off, on, on, off, ...) at every level, so a
+    # change in the machine's load during the run weighs on both alike.
+    servers = {"off": Server(args, 1), "on": Server(args, args.max_batch)}
+    try:
+        for c in levels:
+            rounds: dict[str, list[dict]] = {"off": [], "on": []}
+            for r in range(args.rounds):
+                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    rounds[mode].append(
+                        run_level(servers[mode], args.protocol, c, args.requests // args.rounds, images)
+                    )
+                    answers[mode].update(rounds[mode][-1]["answers"])
+            for mode in ("off", "on"):
+                summary = summarize(c, rounds[mode])
                 results.append({"batching": mode, **summary})
-                answers.setdefault(mode, {}).update(got)
                 print(f"batching {mode:3s} clients {c:2d}: {summary['requests_per_s']:7.2f} req/s  "
                       f"p50 {summary['p50_ms']:7.1f} ms  p99 {summary['p99_ms']:7.1f} ms  "
                       f"mean batch {summary['mean_batch']:.2f}  errors {summary['errors']}", file=sys.stderr)  # fmt: skip
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     shared = sorted(set(answers["off"]) & set(answers["on"]))
     same = bool(shared) and all(np.array_equal(answers["off"][k], answers["on"][k]) for k in shared)
@@ -262,9 +278,12 @@ def main() -> None:
             "model": args.model,
             "device": args.device,
             "dtype": args.dtype,
+            "quantize": args.quantize,
+            "decode": args.decode,
             "threads": args.threads,
             "protocol": args.protocol,
             "requests_per_level": args.requests,
+            "rounds": args.rounds,
             "max_batch_on": args.max_batch,
             "window_ms_on": args.window_ms,
         },  # fmt: skip
