@@ -103,6 +103,8 @@ class VLA:
         images[b] is one image, or a sequence of images (one per camera, in `cameras` order); proprio is
         None or the raw state [batch, proprio_dim] (normalised here with the dataset's statistics)."""
         check_batch(images, instructions)
+        if proprio is not None and self.proprio_dim == 0:
+            raise ValueError("this model reads no proprioceptive state (proprio_dim 0); pass proprio=None")
         key = self.model.resolve_unnorm_key(unnorm_key)
         state = self.model.normalize_proprio(proprio, key) if proprio is not None else None
         if state is not None and state.shape[0] != len(instructions):
@@ -125,54 +127,6 @@ class VLA:
     ) -> np.ndarray:  # fmt: skip
         """A batch of observations -> the next actions [batch, action_dim] in one forward pass."""
         return self.predict_chunks(images, instructions, unnorm_key, proprio, **kwargs)[:, 0]
-
-    # -- action chunks: the contract serving and evaluation code against (T = 1 for the 256-bin head) -----
-    @property
-    def chunk_len(self) -> int:
-        """Actions per prediction (T): 1, the 256-bin head predicts one step."""
-        return 1
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        """Camera names, in the order `predict_chunks` takes one image per camera."""
-        return ("primary",)
-
-    @property
-    def proprio_dim(self) -> int:
-        """Length of the proprioceptive state the model reads (0: it reads none)."""
-        return 0
-
-    def action_dim(self, unnorm_key: str | None = None) -> int:
-        """D: the action dimension of the dataset whose statistics `unnorm_key` names."""
-        return self.model.get_action_dim(unnorm_key)
-
-    def predict_chunks(
-        self,
-        images: Sequence,
-        instructions: Sequence[str],
-        unnorm_key: str | None = None,
-        proprio: Any = None,
-        **kwargs: Any,
-    ) -> np.ndarray:
-        """A batch -> un-normalised action chunks [batch, chunk_len, action_dim].
-
-        images[b] is one image or a sequence with one image per camera (`cameras` order); proprio is None
-        or [batch, proprio_dim]. With the 256-bin head each chunk is the single `predict_actions` step.
-        """
-        if proprio is not None and self.proprio_dim == 0:
-            raise ValueError("this model reads no proprioceptive state (proprio_dim 0); pass proprio=None")
-        primary = []
-        for b, image in enumerate(images):
-            if isinstance(image, (list, tuple)):
-                if len(image) != len(self.cameras):
-                    raise ValueError(
-                        f"images[{b}] has {len(image)} camera images; this model takes {len(self.cameras)} "
-                        f"({', '.join(self.cameras)})"
-                    )
-                image = image[0]
-            primary.append(image)
-        actions = self.predict_actions(primary, instructions, unnorm_key=unnorm_key, **kwargs)
-        return actions[:, None, :]
 
     # -- saving ---------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, max_shard_size: str | int = "5GB") -> Path:
