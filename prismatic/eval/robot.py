@@ -36,7 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from prismatic.eval.harness import RESULTS_FILE, EvalResults, EvalTask, Step, run_evaluation
+from prismatic.eval.env import EvalTask, Step
+from prismatic.eval.harness import RESULTS_FILE, EvalResults, run_evaluation
 from prismatic.eval.policy import Observation, Policy
 from prismatic.eval.safety import SafetyConfig, SafetyLayer, StopSignal
 from prismatic.eval.video import slugify

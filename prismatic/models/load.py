@@ -26,6 +26,7 @@ import torch
 from transformers import AutoTokenizer
 
 from prismatic.models.configuration import OpenVLAConfig
+from prismatic.models.errors import CheckpointError  # noqa: F401  (raised here; importable from here)
 from prismatic.models.layouts import native_to_hf
 from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.models.processing import PrismaticImageProcessor, PrismaticProcessor
@@ -40,7 +41,6 @@ from prismatic.models.quantization import (
 )
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
 from prismatic.models.vla import VLA
-from prismatic.util.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ _ORIGINAL_BASE_VLMS = {
         arch_specifier="no-align+gelu-mlp", image_resize_strategy="letterbox", llm_max_length=2048,
     ),
 }  # fmt: skip
-
-
-class CheckpointError(UserError, FileNotFoundError):
-    """A checkpoint directory is incomplete, damaged or not in a layout we know."""
 
 
 def is_hf_dir(path: Path) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from prismatic.models.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 # The settings of the official LIBERO releases (their run_libero_eval.py defaults and finetune.py flags).
@@ -42,8 +44,6 @@ def component_file(path: Path, name: str) -> Path | None:
     """`<name>--<step>_checkpoint.pt` in `path` (None if absent; an error if several)."""
     found = sorted(path.glob(f"{name}--*_checkpoint.pt"))
     if len(found) > 1:
-        from prismatic.models.load import CheckpointError
-
         raise CheckpointError(f"{path} holds several {name} checkpoints ({', '.join(f.name for f in found)}); keep one")
     return found[0] if found else None
 
@@ -52,8 +52,6 @@ def load_component_state(file: Path) -> dict[str, torch.Tensor]:
     """A component's state dict, without the `module.` prefix DDP training left on every key."""
     state = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        from prismatic.models.load import CheckpointError
-
         raise CheckpointError(f"{file} is not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
@@ -91,8 +89,6 @@ def attach_release_components(model: torch.nn.Module, path: Path) -> list[str]:
         state = load_component_state(file)
         result = module.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            from prismatic.models.load import CheckpointError
-
             raise CheckpointError(
                 f"{file} does not match the model's {name} ({model.config.action_head!r} head, proprio_dim="
                 f"{model.config.proprio_dim}, action_dim={model.config.action_dim}): missing {sorted(result.missing_keys)}, "

@@ -121,13 +121,14 @@ class SampleEncoder:
         return int(self.tokenizer.eos_token_id)
 
     # -- images and proprio -------------------------------------------------------------------------
-    def pixel_values(self, images: Any) -> torch.Tensor:
+    def pixel_values(self, images: Any, where: str = "the sample") -> torch.Tensor:
         """One image per camera (a sequence in `cameras` order; a bare image for one camera) -> [C, H, W]."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         if len(images) != len(self.cameras):
             raise EncodingError(
-                f"got {len(images)} image(s) but the model reads {len(self.cameras)} camera(s): {list(self.cameras)} (in this order)"
+                f"{where} has {len(images)} camera image(s) but the model reads {len(self.cameras)}: "
+                f"{list(self.cameras)} (in this order)"
             )
         return torch.cat([self.image_transform(img) for img in images], dim=0)
 
@@ -196,7 +197,7 @@ class SampleEncoder:
             "input_ids": ids,
             "attention_mask": mask,
             "action_mask": slots,
-            "pixel_values": torch.stack([self.pixel_values(img) for img in images]),
+            "pixel_values": torch.stack([self.pixel_values(img, f"images[{b}]") for b, img in enumerate(images)]),
         }
         if proprio is not None:
             out["proprio"] = proprio

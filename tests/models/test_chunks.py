@@ -29,7 +29,7 @@ def test_predict_chunks_is_predict_actions_reshaped(tiny_vla, reference):
 
 def test_predict_chunks_errors(tiny_vla):
     image = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"images\[0\] has 2 camera images; this model takes 1 \(primary\)"):
+    with pytest.raises(ValueError, match=r"images\[0\] has 2 camera image\(s\) but the model reads 1: \['primary'\]"):
         tiny_vla.predict_chunks([[image, image]], ["go"], unnorm_key="bridge_orig")
     with pytest.raises(ValueError, match="reads no proprioceptive state"):
         tiny_vla.predict_chunks([image], ["go"], unnorm_key="bridge_orig", proprio=np.zeros((1, 8)))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,9 +31,6 @@ import torch.nn as nn
 from prismatic.constants import IGNORE_INDEX
 from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.util.registry import Registry
-
-if TYPE_CHECKING:
-    from prismatic.models.configuration import OpenVLAConfig
 
 ACTION_HEADS: Registry[type[ActionHead]] = Registry("action head", flag="action_head")
 
@@ -85,7 +82,7 @@ class ActionHead(nn.Module, ABC):
     uses_lm_head: ClassVar[bool] = True             # reads the LLM's logits (else the LM head gets no gradient)
     # fmt: on
 
-    def __init__(self, config: OpenVLAConfig) -> None:
+    def __init__(self, config: Any) -> None:  # an OpenVLAConfig (which imports this module)
         super().__init__()
         self.chunk_len = int(config.chunk_len)
         self.action_dim = config.action_dim  # None for the autoregressive bins head (from the statistics)
