@@ -517,6 +517,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         proprio: Any = None,
         do_sample: bool = False,
         temperature: float = 1.0,
+        decode: str = "auto",
         **kwargs: Any,
     ) -> np.ndarray:
         """Un-normalised action chunks [B, chunk_len, action_dim] (float64) for a processed batch.
@@ -531,7 +532,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         key = self.resolve_unnorm_key(unnorm_key)
         ids, mask, slots = self.complete_inference_ids(input_ids, attention_mask)
         state = self.normalize_proprio(proprio, key) if proprio is not None else None
-        extra = {} if self.action_head.parallel else {"do_sample": do_sample, "temperature": temperature}
+        extra = {} if self.action_head.parallel else {"do_sample": do_sample, "temperature": temperature, "decode": decode}
         chunk = self.predict_normalized_chunk(ids, pixel_values, mask, state, slots, self.get_action_dim(key), **extra)
         return self.unnormalize_actions(chunk.cpu().numpy(), key)
 

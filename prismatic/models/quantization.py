@@ -25,9 +25,10 @@ import torch.nn as nn
 QUANTIZATIONS = ("8bit", "4bit")
 # Kept in full precision. The original OpenVLA skipped only the projector in training and only the LM head
 # at inference; we keep both: the head produces the action-token logits directly (and gets no LoRA
-# adapter), and the two are ~2% of a 7B model's weights. A VLA's own action modules (continuous heads, the
-# proprio projector) are small and trained in full, so they stay in full precision too.
-SKIP_MODULES = ("projector", "lm_head", "action_head", "proprio_projector")
+# adapter), and the two are ~2% of a 7B model's weights. A VLA's own action head (OpenVLA-OFT) is small and
+# trained in full, so it stays in full precision too; "projector" also matches `proprio_projector` (module
+# names match by substring).
+SKIP_MODULES = ("projector", "lm_head", "action_head")
 CPU_4BIT_OUT_MULTIPLE = 32  # bitsandbytes' CPU 4-bit kernel packs output rows in blocks of 32 ...
 BLOCK_4BIT = 64  # ... and reshapes the scales to [out, in / block] (transformers' default NF4 block size)
 

@@ -40,6 +40,9 @@ def check_batch(images: Any, instructions: Any) -> None:
         raise ValueError(f"got {len(images)} images but {len(instructions)} instructions; pass one image per instruction")
     if len(instructions) == 0:
         raise ValueError("the batch is empty: pass at least one (image, instruction) pair")
+    for i, image in enumerate(images):
+        if image is None:
+            raise ValueError(f"images[{i}] is None: the model needs both a prompt (text) and an image")
     for i, instruction in enumerate(instructions):
         check_instruction(instruction, f"instructions[{i}]")
 

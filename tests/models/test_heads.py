@@ -189,7 +189,7 @@ def test_wrong_inputs_get_clear_errors(tokenizer, tiny_checkpoint):
 
     vla = random_vla(tokenizer, **OFT_STYLE)
     state = np.zeros((1, 8))
-    with pytest.raises(EncodingError, match=r"got 1 image\(s\) but the model reads 2 camera\(s\): \['primary', 'wrist'\]"):
+    with pytest.raises(EncodingError, match=r"images\[0\] has 1 camera image\(s\) but the model reads 2: \['primary', 'wrist'\]"):
         vla.predict_chunks([images(1)], ["x"], proprio=state)
     with pytest.raises(EncodingError, match="reads a 8-D proprioceptive state: pass `proprio`"):
         vla.predict_chunks([images(2)], ["x"])

@@ -15,13 +15,13 @@ def test_whitespace_stays_in_the_prompt_in_training_and_at_inference(instruction
 
     from transformers import AutoTokenizer
 
-    from prismatic.data.torch_dataset import RLDSBatchTransform
     from prismatic.models.action_tokenizer import ActionTokenizer
+    from prismatic.models.sample_encoder import SampleEncoder
 
     prompt = build_vla_prompt(instruction)
     assert prompt == f"In: What action should the robot take to {instruction.lower()}?\nOut:"
     tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "assets" / "openvla-tiny" / "checkpoint")
-    training = RLDSBatchTransform(ActionTokenizer(), tokenizer, lambda image: image).prompt_ids(instruction)
+    training = SampleEncoder(tokenizer, lambda image: image, ActionTokenizer()).prompt_ids(instruction)  # training's encoder
     assert training == tokenizer(prompt, add_special_tokens=True).input_ids
 
 

@@ -19,7 +19,7 @@ IMG = np.full((224, 224, 3), 0.5, np.float32)
         (np.zeros((0, 0, 3), np.uint8), ValueError, r"the image is empty \(shape \(0, 0, 3\)\)"),
         (Image.new("RGB", (0, 0)), ValueError, r"the image is empty \(0x0 pixels\)"),
         (torch.zeros(3, 0, 224), ValueError, r"the image is empty"),
-        (None, ValueError, r"needs both a prompt \(text\) and an image"),
+        (None, ValueError, r"needs both a prompt \(text\) and an image"),  # processor and VLA alike
         ("frame.png", TypeError, r"expected a PIL image, numpy array or torch tensor, got str"),
     ],
 )  # fmt: skip
