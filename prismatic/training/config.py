@@ -186,6 +186,11 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return self.run_root / self.resolved_run_id
 
+    @property
+    def optim(self) -> VLAConfig:
+        """What the training loop reads: batch sizes, steps/epochs, learning rate and schedule (`--vla.*`)."""
+        return self.vla
+
     def grad_accumulation_steps(self, world_size: int) -> int:
         return self.vla.global_batch_size // (self.vla.per_device_batch_size * world_size)
 

@@ -1,11 +1,12 @@
-"""The training loop, shared by pretraining, full fine-tuning and LoRA fine-tuning.
+"""The training loop, shared by VLA pretraining, full and LoRA fine-tuning, and the VLM stages.
 
 `Trainer.__init__` builds the parts in order (tokenizer -> model -> data -> LoRA/stage -> parallelism
 -> optimizer -> resume); `train()` loops over optimizer steps; `train_step()` does forward, backward
-(with gradient accumulation), clipping and the optimizer step, and nothing else.
+(with gradient accumulation), clipping and the optimizer step, and nothing else. What a sample is, which
+parameters train and what a run saves is its `TrainingTask` (`training/task.py`: VLAs by default).
 
-RLDS streams repeat forever, so there are no epochs in the loop: the number of steps comes from
-`--vla.max_steps` or from `--vla.epochs` x (mixture size / global batch).
+Data streams repeat forever, so there are no epochs in the loop: the number of steps comes from
+`max_steps` or from `epochs` x (samples per pass / global batch) of `cfg.optim` (`--vla.*` for VLAs).
 """
 
 from __future__ import annotations
@@ -23,18 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from prismatic.data.prefetch import BackgroundIterator
-from prismatic.models.base_vlm import resolve_base_vlm
-from prismatic.models.heads import ActionHead
-from prismatic.models.layouts import native_arch_section
-from prismatic.models.modeling import OpenVLAForActionPrediction
 from prismatic.training.checkpoint import CheckpointManager, TrainerState
 from prismatic.training.config import TrainConfig
-from prismatic.training.distributed import DistInfo, init_distributed, is_fsdp, parallelize, unwrap_ddp
+from prismatic.training.distributed import DistInfo, init_distributed, is_fsdp, parallelize
 from prismatic.training.metrics import JSONLTracker, MetricAverager, Tracker, WandBTracker
-from prismatic.training.model_setup import build_model_and_processor, build_train_dataset, check_data_contract
 from prismatic.training.optim import build_optimizer, build_scheduler
-from prismatic.training.stages import apply_stage
-from prismatic.util.io import atomic_dir, atomic_write_json
+from prismatic.training.task import TrainingTask, VLATask
+from prismatic.util.io import atomic_write_json
 from prismatic.util.logging import get_logger
 from prismatic.util.progress import progress
 
@@ -42,56 +38,47 @@ log = get_logger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, task: TrainingTask | None = None) -> None:
         self.info = info or init_distributed(cfg.device, cfg.parallel.backend)
         cfg.validate(self.info.world_size)  # every config problem, before anything expensive
         self.cfg, self.run_dir = cfg, cfg.run_dir
+        self.task = task or VLATask(cfg)  # what a sample is and what the run keeps (VLA frames by default)
+        self.optim = cfg.optim  # batch sizes, steps and the optimizer's settings
         torch.manual_seed(cfg.seed + self.info.rank)
         if cfg.parallel.cpu_threads and self.info.device.type == "cpu":
             torch.set_num_threads(cfg.parallel.cpu_threads)
 
         log.info("building model and processor")
-        self.vla = build_model_and_processor(cfg, self.info.device)  # a quantised base loads onto the device
-        self.model: OpenVLAForActionPrediction = self.vla.model
-        self.head: ActionHead = self.model.action_head  # owns the loss (in the forward) and the metrics
-        check_data_contract(self.model.config, cfg.vla.data_mix, tuple(map(str, cfg.dataset_configs)))  # before writing
+        self.model: nn.Module = self.task.build_model(self.info.device)
+        self.task.check_data()  # before writing
         record = self.config_record()
-        # LoRA: the base is frozen and read again from --vla.base_vlm, so checkpoints hold only the adapters.
-        self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, cfg.lora.enabled)
+        # LoRA: the base is frozen and rebuilt from its source, so checkpoints hold only the adapters.
+        self.ckpt = CheckpointManager(self.run_dir, self.info, cfg.checkpoint.keep_last, self.task.lora is not None)
         self.ckpt.check_architecture(record["model"])  # reads only: a changed model never meets this run's checkpoints
         if self.info.is_main:
             self.ckpt.remove_stale_temporaries()  # what a killed save left (a partial checkpoint can fill a disk)
         resume = self.ckpt.resume_point() if cfg.checkpoint.resume else None  # the newest undamaged checkpoint
 
         log.info("building data pipeline")
-        self.dataset = build_train_dataset(cfg, self.vla, self.info, skip=resume[1].samples_seen if resume else 0)
-        self.model.config.norm_stats = self.dataset.dataset_statistics
-        # Config, data mixture, model and checkpoint are all checked: only now is the run directory written,
+        self.dataset = self.task.build_dataset(self.info, skip=resume[1].samples_seen if resume else 0)
+        # Config, data, model and checkpoint are all checked: only now is the run directory written,
         # a self-contained one: config (with architecture), tokenizer, statistics.
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", record)
-            self.vla.processor.tokenizer.save_pretrained(self.run_dir / "tokenizer")
-            atomic_write_json(self.run_dir / "dataset_statistics.json", self.dataset.dataset_statistics)
+            self.task.write_run_files(self.run_dir)
 
-        if cfg.lora.enabled:
-            from prismatic.training.lora import base_fingerprint, wrap_with_lora
-
-            self.base = self._base_record(base_fingerprint) if self.info.is_main else None
-            self.model = wrap_with_lora(self.model, cfg.lora)
-            counts = {"trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
-        else:
-            counts = apply_stage(self.model, cfg.vla.stage)
-        log.info(f"trainable parameters: {counts['trainable'] / 1e6:.2f}M ({cfg.vla.stage if not cfg.lora.enabled else 'LoRA'})")
+        self.model, trainable, what = self.task.prepare_parameters(self.model, self.info)
+        log.info(f"trainable parameters: {trainable / 1e6:.2f}M ({what})")
         self.model = parallelize(self.model.to(self.info.device), cfg.parallel, self.info)
         self.model.train()
 
         self.accum = cfg.grad_accumulation_steps(self.info.world_size)
-        self.total_steps = cfg.vla.max_steps or max(
-            1, cfg.vla.epochs * len(self.dataset) // cfg.vla.global_batch_size
+        self.total_steps = self.optim.max_steps or max(
+            1, self.optim.epochs * len(self.dataset) // self.optim.global_batch_size
         )
-        self.optimizer = build_optimizer(self.model, cfg.vla)
-        self.scheduler = build_scheduler(self.optimizer, cfg.vla, self.total_steps)
+        self.optimizer = build_optimizer(self.model, self.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.optim, self.total_steps)
         self.state = TrainerState()
         if resume is not None:
             self.state = self.ckpt.load(self.model, self.optimizer, resume[0])
@@ -101,7 +88,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> TrainerState:
-        loader = DataLoader(self.dataset, batch_size=self.cfg.vla.per_device_batch_size, collate_fn=self.dataset.collator,
+        loader = DataLoader(self.dataset, batch_size=self.optim.per_device_batch_size, collate_fn=self.dataset.collator,
                             num_workers=0)  # fmt: skip  (tf.data cannot be forked into workers; a thread overlaps it)
         depth = self.cfg.parallel.prefetch_batches
         batches = BackgroundIterator(loader, depth) if depth else iter(loader)
@@ -112,7 +99,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 metrics = self.train_step(batches)
                 metrics["step_time_s"] = time.perf_counter() - t0
-                metrics["samples_per_s"] = self.cfg.vla.global_batch_size / metrics["step_time_s"]
+                metrics["samples_per_s"] = self.optim.global_batch_size / metrics["step_time_s"]
                 metrics["tokens_per_s"] = metrics.pop("tokens") / metrics["step_time_s"]  # text tokens, all ranks
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", l1=f"{metrics.get('action_l1', 0):.3f}")
@@ -140,19 +127,19 @@ class Trainer:
                     out = self.model(**batch, return_label_logits=True)
                 (out.loss / self.accum).backward()
             tokens += int(batch["attention_mask"].sum())
-            averager.add({"loss": float(out.loss.detach()), **self.head.metrics(out.head_output, names)})
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.vla.max_grad_norm)
+            averager.add({"loss": float(out.loss.detach()), **self.task.metrics(out, names)})
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.max_grad_norm)
         metrics = self._mean_over_ranks(averager.pop())
         if not math.isfinite(metrics["loss"]) or not torch.isfinite(torch.as_tensor(grad_norm)).item():
             raise FloatingPointError(
                 f"non-finite loss ({metrics['loss']}) or gradient norm ({float(grad_norm)}) at step {self.state.step + 1}; "
-                f"lower --vla.learning_rate or check the data (see {self.run_dir / 'metrics.jsonl'})"
+                f"lower the learning rate or check the data (see {self.run_dir / 'metrics.jsonl'})"
             )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        self.state.samples_seen += self.accum * self.cfg.vla.per_device_batch_size
+        self.state.samples_seen += self.accum * self.optim.per_device_batch_size
         self.state.last_loss = metrics["loss"]
         metrics.update(grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0], tokens=tokens * self.info.world_size)
         return metrics
@@ -161,7 +148,8 @@ class Trainer:
         """Average the global metrics over ranks (per-dataset ones stay rank 0's sample)."""
         if not self.info.distributed:
             return metrics
-        keys = [k for k in ("loss", "action_accuracy", "action_l1", "action_l1_current", "action_l1_future") if k in metrics]
+        keys = [k for k in ("loss", "action_accuracy", "action_l1", "action_l1_current", "action_l1_future",
+                            "token_accuracy") if k in metrics]  # fmt: skip
         t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
         torch.distributed.all_reduce(t)
         metrics.update({k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist())})
@@ -172,46 +160,10 @@ class Trainer:
         self.state.scheduler = self.scheduler.state_dict()
         self.state.epoch = self.state.samples_seen * self.info.world_size // max(1, len(self.dataset))
         path = self.ckpt.save(self.model, self.optimizer, self.state)
-        if self.cfg.lora.enabled or self.cfg.checkpoint.save_native or self.cfg.checkpoint.save_hf:
-            self._save_weights()
+        self.task.save_weights(self.model, self.ckpt, self.state)  # collective: every rank gathers
         log.info(f"saved resumable checkpoint {path}")
 
-    def _save_weights(self) -> None:
-        from prismatic.models.layouts import hf_to_native
-
-        if self.cfg.lora.enabled:
-            from prismatic.training.lora import save_adapter
-
-            adapter = self.ckpt.trainable_state(self.model)  # collective: every rank gathers
-            if adapter is not None:
-                with atomic_dir(self.run_dir / "adapter") as tmp:
-                    save_adapter(unwrap_ddp(self.model), adapter, tmp, base=self.base)
-            return
-        full = self.ckpt.full_model_state(self.model)  # collective: every rank gathers
-        if full is None:
-            return
-        c = self.vla.model.config
-        if self.cfg.checkpoint.save_native:
-            self.ckpt.save_native_weights(hf_to_native(full, c.vision_backbone_id, c.projector_type), self.state)
-        if self.cfg.checkpoint.save_hf:
-            from prismatic.models.vla import VLA
-
-            export = OpenVLAForActionPrediction(c)
-            export.load_state_dict(full)
-            with atomic_dir(self.run_dir / "hf") as tmp:
-                VLA(export, self.vla.processor).save_pretrained(tmp)
-
     # -- helpers --------------------------------------------------------------------------------
-    def _base_record(self, fingerprint) -> tuple[str, str] | None:
-        """(path, fingerprint) of the LoRA base, saved with the adapter so that merging into another base is
-        refused; None (merge then only warns) for a base whose files cannot be fingerprinted."""
-        base = self.cfg.vla.base_vlm
-        try:
-            return str(base), fingerprint(resolve_base_vlm(base, self.cfg.model_root))
-        except Exception as e:  # noqa: BLE001 - never a reason not to train
-            log.warning(f"cannot fingerprint the base {base} ({e}); merge_lora.py will not be able to check it")
-            return None
-
     def _autocast(self):
         # FSDP casts by its own mixed-precision policy; a single process or DDP (quantised base) autocasts.
         use = self.cfg.parallel.mixed_precision and self.info.device.type == "cuda" and not is_fsdp(self.model)
@@ -243,16 +195,14 @@ class Trainer:
         return out
 
     def config_record(self) -> dict[str, Any]:
-        """The whole config (with the experiment name), for config.json and the trackers."""
+        """The whole config (with the experiment name and the architecture), for config.json and the trackers."""
         record = json.loads(json.dumps(asdict(self.cfg), default=str))
-        record["vla"]["type"] = self.cfg.vla.vla_id
         record["world_size"] = self.info.world_size
-        record["model"] = native_arch_section(self.vla.model.config)  # what load_vla rebuilds the model from
-        return record
+        return self.task.config_record(record)
 
 
-def run(cfg: TrainConfig) -> TrainerState:
-    trainer = Trainer(cfg)
+def run(cfg: TrainConfig, task: TrainingTask | None = None) -> TrainerState:
+    trainer = Trainer(cfg, task=task)
     try:
         return trainer.train()
     finally:

@@ -11,6 +11,7 @@ import torch
 from prismatic.data.oxe.mixtures import MIXTURES
 from prismatic.data.spec import resolve_mixture
 from prismatic.training import trainer as trainer_module
+from prismatic.training import task as task_module
 from prismatic.training.config import ConfigError, LoggingConfig, TrainConfig, VLAConfig
 from prismatic.training.distributed import DistInfo
 
@@ -34,7 +35,7 @@ def test_data_mix_typo_stops_the_trainer_before_the_model_is_built(tmp_path, mon
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before --vla.data_mix was checked")
 
-    monkeypatch.setattr(trainer_module, "build_model_and_processor", no_model)
+    monkeypatch.setattr(task_module, "build_model_and_processor", no_model)
     cfg = config(present(tmp_path / "data", "bridge_orig"), tmp_path / "runs", "brige_orig")
     with pytest.raises(ConfigError, match=r"--vla.data_mix='brige_orig': .*neither a mixture nor a dataset; did you mean 'bridge_orig'"):
         trainer_module.Trainer(cfg, CPU)
