@@ -21,6 +21,7 @@ else the Hugging Face cache or Hub), with the pad token added as the original di
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,12 @@ def plan_base_vlm(
     checkpoint = path if path.is_file() else _pick_checkpoint(path)
     run_dir = checkpoint.parents[1]
     arch = _native_arch(run_dir)  # raises if config.json is missing or has no architecture
+    if _vlm_stage(run_dir) == "align":
+        raise BaseVLMError(
+            f"{run_dir} is an align-stage VLM run: only its projector was trained, its LLM is the untouched one. "
+            f"Run the finetune stage from it first (vla-scripts/pretrain_vlm.py --stage finetune --pretrained_checkpoint "
+            f"{run_dir}) and pass that run as --vla.base_vlm"
+        )
     problems = []
     for key, registry in (("vision_backbone_id", VISION_BACKBONES), ("llm_backbone_id", LLM_BACKBONES)):
         if arch.get(key) not in registry:
@@ -176,6 +183,15 @@ def plan_base_vlm(
     if problems:
         raise BaseVLMError(problems, path)
     return plan
+
+
+def _vlm_stage(run_dir: Path) -> str | None:
+    """The stage of a VLM run written by `prismatic.vlm` (config.json "task": "vlm"), else None."""
+    try:
+        record = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("stage") if isinstance(record, dict) and record.get("task") == "vlm" else None
 
 
 def base_vlm_problems(spec, root=None, tokenizer=None, vision_weights=None) -> list[str]:

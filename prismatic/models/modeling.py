@@ -179,6 +179,7 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel, GenerationMixi
         output_projector_features: bool = False,
         logits_to_keep: int | torch.Tensor = 0,
         return_label_logits: bool = False,
+        image_mask: torch.BoolTensor | None = None,
         **kwargs: Any,
     ) -> PrismaticCausalLMOutputWithPast:
         """Multimodal forward. With `labels` and `return_label_logits=True` (training), the action head
@@ -187,9 +188,11 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel, GenerationMixi
         `logits` then holds those rows, `label_targets` their targets, `head_output` all of it.
 
         `proprio` [B, P] (normalised), `action_mask` [B, L] (text positions of the action slots) and
-        `actions` [B, T, D] (normalised ground truth) are what the VLA heads read; see `prismatic.models.heads`."""
+        `actions` [B, T, D] (normalised ground truth) are what the VLA heads read; see `prismatic.models.heads`.
+        `image_mask` [B] (VLM training on mixed batches): rows without an image get placeholder pixels whose
+        patches are masked out, so they attend and are positioned as if no patches were there."""
         mm = self._multimodal(input_ids, inputs_embeds, attention_mask, pixel_values, labels, past_key_values,
-                              position_ids, proprio, action_mask)  # fmt: skip
+                              position_ids, proprio, action_mask, image_mask)  # fmt: skip
         cached = past_key_values is not None and past_key_values.get_seq_length() > 0
         mask = self._attention_mask(mm.attention_mask, mm.embeds, cached)
         keep_projected = mm.projected if output_projector_features else None
@@ -243,7 +246,7 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel, GenerationMixi
         return token_training_output(self, hidden, mm.labels)
 
     def _multimodal(self, input_ids, inputs_embeds, attention_mask, pixel_values, labels, past_key_values,
-                    position_ids, proprio, action_mask) -> _Multimodal:  # fmt: skip
+                    position_ids, proprio, action_mask, image_mask=None) -> _Multimodal:  # fmt: skip
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -265,7 +268,12 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel, GenerationMixi
             projected = self._prefix(pixel_values, proprio, inputs_embeds.dtype)
             at = _insert_positions(attention_mask, batch, inputs_embeds.device)
             inputs_embeds = _splice(inputs_embeds, projected, at)
-            if attention_mask is not None:
+            if image_mask is not None:  # text-only rows: their (placeholder) patches are never attended to
+                if attention_mask is None:
+                    attention_mask = torch.ones(batch, q_len, dtype=torch.long, device=inputs_embeds.device)
+                prefix = image_mask.to(attention_mask.device, attention_mask.dtype)[:, None].expand(-1, n_prefix)
+                attention_mask = _splice(attention_mask, prefix, at)
+            elif attention_mask is not None:
                 attention_mask = _splice(attention_mask, attention_mask.new_ones(batch, n_prefix), at)
             if labels is not None:
                 labels = _splice(labels, labels.new_full((batch, n_prefix), IGNORE_INDEX), at)

@@ -89,9 +89,12 @@ def quantization_config(quantization: str, device: torch.device | str, mixed_pre
     return bitsandbytes_config(quantization, compute)
 
 
-def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
+def wrap_with_lora(
+    model: nn.Module, cfg: LoRAConfig, full_modules: tuple[str, ...] = ACTION_MODULES, frozen_modules: tuple[str, ...] = ()
+) -> nn.Module:
     """Freeze the model and add rank-`cfg.rank` adapters to its linear layers (all of them by default, but
-    not the LM head (peft's all-linear) nor layers outside the forward).
+    not the LM head (peft's all-linear) nor layers outside the forward). `full_modules` (top-level names; a
+    VLA's head and proprio projector by default) train in full instead; `frozen_modules` get no adapters.
 
     With `cfg.quantization` the model must have been loaded quantised (`quantization_config`); it is first
     prepared for k-bit training: base frozen, non-quantised parameters in fp32. No input-gradient hook is
@@ -107,8 +110,8 @@ def wrap_with_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [t.strip() for t in cfg.target_modules.split(",")]
     # The action head and proprio projector train in full, as OpenVLA-OFT's (saved with the adapter).
-    full = [name for name in ACTION_MODULES if any(p.numel() for p in getattr(getattr(model, name, None), "parameters", list)())]
-    inside = [n for n, _ in model.named_modules() if any(n == f or n.startswith(f + ".") for f in full)]
+    full = [name for name in full_modules if any(p.numel() for p in getattr(getattr(model, name, None), "parameters", list)())]
+    inside = [n for n, _ in model.named_modules() if any(n == f or n.startswith(f + ".") for f in (*full, *frozen_modules))]
     config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                              exclude_modules=(_modules_outside_the_forward(model) + inside) or None,
                              modules_to_save=full or None, init_lora_weights="gaussian")  # fmt: skip

@@ -52,7 +52,7 @@ class TrainingTask(ABC):
     @abstractmethod
     def build_model(self, device: torch.device) -> nn.Module: ...
 
-    def check_data(self) -> None:
+    def check_data(self) -> None:  # noqa: B027 - optional: most tasks check their data while building the model
         """Raise if the data cannot feed this model (called before anything is written)."""
 
     @abstractmethod

@@ -10,8 +10,8 @@ import torch
 
 from prismatic.data.oxe.mixtures import MIXTURES
 from prismatic.data.spec import resolve_mixture
-from prismatic.training import trainer as trainer_module
 from prismatic.training import task as task_module
+from prismatic.training import trainer as trainer_module
 from prismatic.training.config import ConfigError, LoggingConfig, TrainConfig, VLAConfig
 from prismatic.training.distributed import DistInfo
 
