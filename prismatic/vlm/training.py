@@ -31,7 +31,7 @@ from prismatic.vlm.checkpoints import TASK
 from prismatic.vlm.config import VLMTrainConfig
 from prismatic.vlm.conversation import ConversationEncoder
 from prismatic.vlm.data import ConversationDataset, load_conversations
-from prismatic.vlm.stages import GROUPS
+from prismatic.vlm.stages import GROUPS, VLMStage
 
 log = get_logger(__name__)
 
@@ -43,9 +43,13 @@ def group_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 class VLMTask(TrainingTask):
     def __init__(self, cfg: VLMTrainConfig) -> None:
-        self.cfg, self.stage = cfg, cfg.stage_spec
+        self.cfg = cfg
         self.model = self.tokenizer = self.entries = None
         self.sources: dict[str, str] = {}
+
+    @property
+    def stage(self) -> VLMStage:
+        return self.cfg.stage_spec  # (an unknown --stage is reported by cfg.validate, with the choices)
 
     @property
     def lora(self) -> LoRAConfig | None:
