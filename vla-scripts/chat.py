@@ -10,8 +10,6 @@
 Greedy decoding unless --do_sample (then --seed makes it repeatable).
 """
 
-from __future__ import annotations
-
 import sys
 from dataclasses import dataclass
 from pathlib import Path
