@@ -111,10 +111,10 @@ def test_the_package_has_no_import_cycles():
     )
 
 
-# Validating a training config (data mixture included), reading specs and loading a model must not
+# Validating a training config (data mixture included), reading specs, loading a model and the VLM stages must not
 # need TensorFlow (only the data pipeline does): these are imported first and TF must still be absent.
 _NO_TENSORFLOW = ["prismatic.training.config", "prismatic.data.spec", "prismatic.data.locate",
-                  "prismatic.models.load", "prismatic.eval"]  # fmt: skip
+                  "prismatic.models.load", "prismatic.eval", "prismatic.vlm.training", "prismatic.vlm.inference"]  # fmt: skip
 _IMPORT_ALL = """
 import importlib, json, sys, traceback
 light, names = json.loads(sys.argv[1]), json.loads(sys.argv[2])

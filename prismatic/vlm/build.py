@@ -149,17 +149,13 @@ def vlm_from_checkpoint(
     if sources["projector"] != "checkpoint":
         raise CheckpointError(f"{ckpt.checkpoint} has no projector weights (it holds: {', '.join(ckpt.groups) or 'nothing'})")
     if sources["llm_backbone"] == "pretrained":
-        if config.timm_model_kwargs:  # a resized (tiny / small) model: its LLM exists nowhere else
-            raise CheckpointError(f"{ckpt.checkpoint} has no LLM weights and its (resized) LLM has no pretrained ones")
         log.info(f"{ckpt.checkpoint} holds no LLM (an align run): loading {llm_id} from its pretrained weights")
         llm, _ = load_llm(llm_id, llm_weights, config.llm_max_length)
         if llm.config.vocab_size != config.text_config.vocab_size:
             raise CheckpointError(f"the LLM from {llm_weights or llm_id} has {llm.config.vocab_size} embedding rows, "
                                   f"{ckpt.run_dir} was trained with {config.text_config.vocab_size}")  # fmt: skip
         weights.update({f"language_model.{k}": v for k, v in llm.state_dict().items()})
-    if sources["vision_backbone"] == "pretrained":
-        if config.timm_model_kwargs:  # a resized (tiny / small) ViT has no pretrained weights
-            raise CheckpointError(f"{ckpt.checkpoint} has no vision weights and its (resized) ViT has no pretrained ones")
+    if sources["vision_backbone"] == "pretrained":  # (a release; a full-size align or finetune run)
         weights.update(pretrained_vision_state(config, vision_weights))
     return BuiltVLM(_materialise(config, weights), tokenizer, sources)
 

@@ -4,6 +4,7 @@ had no image at all."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -54,11 +55,16 @@ def test_align_data_must_be_caption_pairs(data):
     assert len(load_conversations(data["captions"], data["root"], "caption")) == 8
 
 
+@functools.cache
+def _llama_tokenizer():
+    return load_tokenizer("llama2-7b-pure", BUNDLED_TOKENIZERS / "llama2", 64)
+
+
 def _dataset(entries, root, rank=0, world_size=1, skip=0):
     from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess
     from prismatic.models.vision.transforms import ImageTransform
 
-    tok = load_tokenizer("llama2-7b-pure", BUNDLED_TOKENIZERS / "llama2", 64)
+    tok = _llama_tokenizer()
     transform = ImageTransform(featurizer_preprocess(VISION_BACKBONES.get("siglip-vit-so400m"), "resize-naive", IMAGE_SIZE))
     return ConversationDataset(entries, root, ConversationEncoder(tok, "pure", 64), transform, "conversation",
                                seed=3, rank=rank, world_size=world_size, skip=skip)  # fmt: skip

@@ -127,6 +127,7 @@ def test_merged_lora_state_renames_and_merges():
     assert torch.equal(out["lm.q.weight"], w + (b @ a) * 4.0) and torch.equal(out["projector.fc1.weight"], torch.ones(1))
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, vlm_data, align_run):
     """4 steps straight vs 2 steps, stop, resume to 4: the same losses and bit-identical weights."""
     kw = dict(steps=4, pretrained_checkpoint=align_run)
