@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 
 from prismatic.models.configuration import PrismaticConfig
+from prismatic.models.errors import CheckpointError
 from prismatic.models.layouts import native_to_hf
 from prismatic.models.llm.backbones import LLM_BACKBONES, padded_vocab_size
 from prismatic.models.llm.loading import default_tokenizer_source, load_llm, load_tokenizer
-from prismatic.models.load import CheckpointError, load_state_dict_strict
+from prismatic.models.load import load_state_dict_strict
 from prismatic.models.modeling import PrismaticForConditionalGeneration
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES, featurizer_preprocess

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from prismatic.models.configuration import PrismaticConfig
+from prismatic.models.errors import CheckpointError
 from prismatic.models.llm.backbones import LLM_BACKBONES
-from prismatic.models.load import CheckpointError, _checkpoint_candidates, _native_arch, load_native_state
+from prismatic.models.load import _checkpoint_candidates, _native_arch, load_native_state
 from prismatic.models.projectors import PROJECTORS
 from prismatic.models.vision.backbones import VISION_BACKBONES
 from prismatic.vlm.stages import GROUPS
