@@ -67,14 +67,14 @@ def test_a_model_with_it_trains_and_predicts_without_llama_ids(tok):
     vla = build_model_and_processor(cfg)
     model = vla.model
     assert model.config.empty_token_before_actions is False
-    assert model.get_input_embeddings().num_embeddings == 768  # 713 (with <PAD>) padded to a multiple of 64
-    assert model.action_tokenizer.vocab_size == tok.vocab_size == 712
+    assert model.get_input_embeddings().num_embeddings == 768  # 763 (with <PAD>) padded to a multiple of 64
+    assert model.action_tokenizer.vocab_size == tok.vocab_size == 762
     transform, collator = sample_transform(vla)
     image = np.zeros((56, 56, 3), np.uint8)
     ids = transform.encoder.tokens("touch the red block", np.zeros(7))["input_ids"]
     prompt_len = len(tok(PROMPT.replace("cylinder", "block")).input_ids)
     assert len(ids) == prompt_len + 8  # no extra piece between "Out:" and the 7 action ids + EOS
-    assert ids[prompt_len:-1].min() >= 712 - 256 and ids[prompt_len:-1].max() < 712
+    assert ids[prompt_len:-1].min() >= 762 - 256 and ids[prompt_len:-1].max() < 762
     model.config.norm_stats = {"d": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 7}}}
     inputs = vla.processor(PROMPT, __import__("PIL.Image").Image.fromarray(image))
     with torch.no_grad():
