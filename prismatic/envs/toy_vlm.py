@@ -58,7 +58,7 @@ class ToyVLMConfig:
     turns: int = 3                         # questions per finetune conversation
     # 2-3. the VLM
     align_steps: int = 500                 # align stage optimizer steps (projector only)
-    finetune_steps: int = 4000             # finetune stage optimizer steps
+    finetune_steps: int = 10000            # finetune stage optimizer steps
     finetune_stage: str = "full-finetune"  # full-finetune (ViT too) | finetune (projector + LLM) | lora-finetune
     batch_size: int = 16                   # both VLM stages (the VLA recipe's batch)
     learning_rate: float = 1e-3            # both VLM stages, constant (the VLA recipe's peak)
