@@ -24,7 +24,8 @@ this probe isolates grounding, the hard part, and measures it as training goes:
 
 `--train-episodes N` trains instead on every frame of N episodes recorded as the demo records them
 (`--episode-start`, `--goals` chained goals), and scores held-out first frames; `--tokenizer` picks the
-model's tokenizer (the demo uses prismatic/assets/tokenizers/tabletop).
+model's tokenizer (the demo uses prismatic/assets/tokenizers/tabletop); `--base-vlm RUN` starts from a VLM run
+instead of random weights (the toy VLM job's, vla-scripts/toy_vlm.py).
 
 Each writes a JSON report (machine, versions, command, the curve); measured curves are in
 docs/tabletop.md (results): the named object takes 3000-10,000 steps, the fixed colour under 1000;
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="control: only scenes whose named object has this colour")  # fmt: skip
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="tokenizer dir (default: the bundled Llama-2; the demo uses prismatic/assets/tokenizers/tabletop)")  # fmt: skip
+    p.add_argument("--base-vlm", type=Path, default=None,
+                   help="start from this VLM run (e.g. the toy VLM job's vlm-finetune/: its weights, architecture and "
+                        "tokenizer) instead of random weights, as --vla.base_vlm does")  # fmt: skip
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
@@ -92,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--goals must be 1..--num-objects ({a.num_objects}): each goal is another object, got {a.goals}")
     if a.train_episodes is not None and a.target_colour is not None:
         p.error("--train-episodes and --target-colour cannot be combined: demo episodes name any colour")
+    if a.base_vlm is not None and a.tokenizer is not None:
+        p.error("--base-vlm brings its own tokenizer: drop --tokenizer")
     return a
 
 
@@ -138,10 +144,13 @@ def episode_frames(n: int, num_objects: int, start: str = "home", goals: int = 1
     }
 
 
-def build_model(seed: int, tokenizer: Path | None = None):
+def build_model(seed: int, tokenizer: Path | None = None, base_vlm: Path | None = None):
+    """The demo's tiny VLA, random (`seed`) or from `base_vlm` (its architecture, weights and tokenizer)."""
     vla_cfg = VLAConfig(size="tiny", vision_backbone_id="siglip-vit-so400m", arch_specifier="no-align+gelu-mlp",
-                        image_size=IMAGE_SIZE)  # fmt: skip
+                        image_size=IMAGE_SIZE if base_vlm is None else None, base_vlm=base_vlm)  # fmt: skip
     vla = build_model_and_processor(TrainConfig(vla=vla_cfg, data_root=Path("."), seed=seed, tokenizer=tokenizer))
+    if (size := vla.model.config.image_sizes[0]) != IMAGE_SIZE:
+        raise ValueError(f"--base-vlm {base_vlm} takes {size} px images; the probe renders {IMAGE_SIZE} px frames")
     transform, collator = sample_transform(vla)  # the ones training uses
     return vla, transform.encoder.image_transform, transform, collator
 
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    vla, image_transform, transform, collator = build_model(a.seed, a.tokenizer)
+    vla, image_transform, transform, collator = build_model(a.seed, a.tokenizer, a.base_vlm)
     model = vla.model
     if a.train_episodes is not None:
         train = episode_frames(a.train_episodes, a.num_objects, a.episode_start, a.goals)

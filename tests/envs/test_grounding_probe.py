@@ -75,3 +75,43 @@ def test_episode_mode_trains_on_the_demos_frames(capsys):
     with pytest.raises(SystemExit):
         probe.parse_args(["--train-episodes", "3", "--goals", "4"])
     assert "--goals must be 1..--num-objects (3)" in capsys.readouterr().err
+
+
+def _tiny_vlm(root) -> object:
+    """A toy VLM run (vla-scripts/toy_vlm.py's stages at one step each): the base a probe can start from."""
+    from prismatic.envs.captions import CaptionDataConfig, write_dataset
+    from prismatic.envs.vocabulary import TOKENIZER_DIR
+    from prismatic.training.config import CheckpointConfig, LoggingConfig, ParallelConfig
+    from prismatic.vlm.config import VLMDataConfig, VLMModelConfig, VLMTrainConfig
+    from prismatic.vlm.training import train_vlm
+
+    data = write_dataset(root / "data", CaptionDataConfig(num_train=4, num_heldout=1), progress_bar=False)
+    pretrained = None
+    for stage, file in (("align", "align.json"), ("full-finetune", "finetune.json")):
+        model = VLMModelConfig.get_choice_class("tiny")(image_size=probe.IMAGE_SIZE)
+        for recipe in (model.align, model.finetune):
+            recipe.max_steps, recipe.global_batch_size, recipe.per_device_batch_size = 1, 2, 2
+        train_vlm(VLMTrainConfig(model=model, stage=stage, data=VLMDataConfig(json=data / file, image_dir=data / "images"),
+                                 tokenizer=TOKENIZER_DIR, run_root=root, run_id=stage, pretrained_checkpoint=pretrained,
+                                 logging=LoggingConfig(progress=False), checkpoint=CheckpointConfig(save_interval=1),
+                                 parallel=ParallelConfig(activation_checkpointing=False, prefetch_batches=0)))  # fmt: skip
+        pretrained = root / stage
+    return pretrained
+
+
+def test_the_probe_can_start_from_a_vlm_run(tmp_path, capsys):
+    import torch
+
+    run = _tiny_vlm(tmp_path)
+    vla, *_ = probe.build_model(0, None, run)
+    saved = torch.load(next((run / "checkpoints").glob("*.pt")), weights_only=True)["model"]
+    name = "featurizer.patch_embed.proj.weight"
+    assert torch.equal(vla.model.vision_backbone.featurizer.patch_embed.proj.weight, saved["vision_backbone"][name])
+    embed = saved["llm_backbone"]["llm.model.embed_tokens.weight"]
+    assert torch.equal(vla.model.get_input_embeddings().weight, embed)
+    random_vla, *_ = probe.build_model(0, None)
+    assert not torch.equal(random_vla.model.vision_backbone.featurizer.patch_embed.proj.weight,
+                           saved["vision_backbone"][name])  # fmt: skip
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--base-vlm", str(run), "--tokenizer", str(tmp_path)])
+    assert "--base-vlm brings its own tokenizer: drop --tokenizer" in capsys.readouterr().err
