@@ -477,10 +477,21 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class _Clock:
+    """Seconds per stage, kept in `path` across invocations: a resumed job adds the time of what it redid, so a stage
+    reused from an earlier run keeps the seconds it cost then."""
+
+    path: Path
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.path.is_file():
+            self.seconds = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+
     def stage(self, name: str, t0: float) -> None:
-        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        from prismatic.util.io import atomic_write_json
+
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 1)
+        atomic_write_json(self.path, self.seconds)
 
 
 def run(cfg: ToyVLMConfig, argv: list[str] | None = None) -> dict[str, Any]:
@@ -488,10 +499,11 @@ def run(cfg: ToyVLMConfig, argv: list[str] | None = None) -> dict[str, Any]:
     from prismatic.util.io import atomic_write, atomic_write_json
 
     vla_steps = validate(cfg)
-    t_all, clock, load_start = time.perf_counter(), _Clock(), os.getloadavg()
+    t_all, load_start = time.perf_counter(), os.getloadavg()
     if cfg.fresh:
         shutil.rmtree(cfg.out_dir, ignore_errors=True)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    clock = _Clock(cfg.out_dir / "stage_seconds.json")
 
     step_banner(1, f"captions and questions about {cfg.num_train} + {cfg.num_heldout} tabletop scenes")
     t = time.perf_counter()
@@ -550,7 +562,8 @@ def run(cfg: ToyVLMConfig, argv: list[str] | None = None) -> dict[str, Any]:
         markdown += ["", "## Tabletop VLA: from scratch vs from the VLM (closed-loop success)", "", vla_table(vla), "",
                      vla["verdict"]]  # fmt: skip
         print("\nClosed-loop success per evaluated checkpoint:\n" + vla_table(vla) + "\n" + vla["verdict"])
-    report.update(stage_seconds=clock.seconds, total_minutes=round((time.perf_counter() - t_all) / 60, 2),
+    report.update(stage_seconds=clock.seconds, total_minutes=round(sum(clock.seconds.values()) / 60, 2),
+                  invocation_minutes=round((time.perf_counter() - t_all) / 60, 2),
                   load_average={"start": [round(x, 2) for x in load_start],
                                 "end": [round(x, 2) for x in os.getloadavg()]})  # fmt: skip
     atomic_write_json(cfg.out_dir / "results.json", report)

@@ -145,7 +145,12 @@ def test_the_whole_job_at_a_tiny_budget(tmp_path):
     assert (
         again.stdout.count("reusing") == 7 and "$ " not in again.stdout
     )  # data, 2 VLM runs, scores, demos, 2 VLAs
-    assert json.loads((out / "results.json").read_text())["vla"] == vla
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["vla"] == vla
+    # a reused stage keeps the seconds it cost when it ran (the rerun adds only its checks)
+    for stage, seconds in report["stage_seconds"].items():
+        assert seconds <= rerun["stage_seconds"][stage] < seconds + 60
+    assert rerun["total_minutes"] >= report["total_minutes"]
     changed = subprocess.run([*cmd, "--finetune_steps", "3", "--compare", "false"], cwd=REPO, capture_output=True,
                              text=True, timeout=600)  # fmt: skip
     assert changed.returncode == 0, changed.stderr[-3000:]
