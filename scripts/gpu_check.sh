@@ -22,12 +22,13 @@
 # All models are built on the meta device and
 # materialised on the GPU with random weights (prismatic.models.load.build_random_on_device; seconds, no checkpoint):
 #   inference_7b_bf16   150 s  openvla-7b bf16, batch 1 and 8: generate vs eager vs static vs graphs, identical tokens
+#   heads_7b             60 s  actions/s of the heads on one 7B backbone (OFT's LIBERO inputs: 2 images + proprio):
+#                              bins (7 decoding steps) vs l1-regression and bins-parallel (chunks of 8, one pass)
 #   train_7b_lora        80 s  LoRA r=32 on all linear layers, bf16 base, batch 16, activation checkpointing
 #   train_1b_fsdp        60 s  full_shard FSDP2 of a 1.25B VLA (DINOv2+SigLIP, Qwen2.5-0.5B), batch 16: tokens/s, MFU
 #   inference_7b_4bit    90 s  NF4 weights, batch 1 and 8: weight memory, actions/s (CUDA graphs tried)
 #   train_7b_qlora4      80 s  the LoRA step on a 4-bit base (QLoRA)
 #   inference_7b_8bit   100 s  LLM.int8 weights, batch 1 and 8: weight memory, actions/s
-#   chunks_7b_oft        40 s  OpenVLA-OFT chunked prediction: ONLY IF an `l1-regression` head is registered
 #   train_1b_fsdp_ac     60 s  the FSDP step with activation checkpointing (the trainer's default)
 # Output: bench_results/gpu/<part>.json (machine, versions, command, numbers), <part>.log, status.jsonl, summary.txt;
 # with $OUT set (the device tool) they are packed into $OUT/gpu_results.tar.gz and the summary copied beside it.
@@ -118,35 +119,24 @@ part() {
 
 INF="$PY scripts/bench_inference.py"
 TRAIN="$PY scripts/bench_train.py"
-HEAD_CHECK="from prismatic.models.heads import ACTION_HEADS; assert 'l1-regression' in ACTION_HEADS"
+HEADS="$PY scripts/bench_heads.py"
 if [ "$MODE" = "device" ]; then
   part inference_7b_bf16 150 $INF --model 7b --device cuda --dtype bfloat16 --batch-sizes 1,8 --iters 15 --warmup 3 --out "$RES/inference_7b_bf16.json"
+  part heads_7b 60 $HEADS --model 7b --device cuda --dtype bfloat16 --cameras primary,wrist --proprio-dim 8 --chunk-len 8 --batch-sizes 1,8 --iters 15 --warmup 3 --out "$RES/heads_7b.json"
   part train_7b_lora 80 $TRAIN --model 7b --device cuda --lora-rank 32 --batch 16 --act-ckpt on --iters 5 --warmup 2 --out "$RES/train_7b_lora.json"
   part train_1b_fsdp 60 $TRAIN --model 1b --device cuda --fsdp --batch 16 --act-ckpt off --variants ours --iters 8 --warmup 2 --out "$RES/train_1b_fsdp.json"
   part inference_7b_4bit 90 $INF --model 7b --device cuda --dtype bfloat16 --quantize 4bit --batch-sizes 1,8 --iters 6 --warmup 1 --out "$RES/inference_7b_4bit.json"
   part train_7b_qlora4 80 $TRAIN --model 7b --device cuda --lora-rank 32 --lora-quant 4bit --batch 16 --act-ckpt on --variants ours --iters 4 --warmup 1 --out "$RES/train_7b_qlora4.json"
   part inference_7b_8bit 100 $INF --model 7b --device cuda --dtype bfloat16 --quantize 8bit --batch-sizes 1,8 --modes generate,eager,static --iters 4 --warmup 1 --out "$RES/inference_7b_8bit.json"
-  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",chunks_7b_oft,"* ]]; then
-    :
-  elif "$PY" -c "$HEAD_CHECK" 2>/dev/null; then
-    part chunks_7b_oft 40 $INF --model 7b --device cuda --dtype bfloat16 --head l1-regression --batch-sizes 1,8 --iters 10 --warmup 2 --out "$RES/chunks_7b_oft.json"
-  else
-    echo "== chunks_7b_oft: skipped: no 'l1-regression' action head is registered in this checkout (prismatic.models.heads)"
-    printf '{"part": "chunks_7b_oft", "status": "skipped: no l1-regression head registered", "seconds": 0}\n' >> "$RES/status.jsonl"
-  fi
   part train_1b_fsdp_ac 60 $TRAIN --model 1b --device cuda --fsdp --batch 16 --act-ckpt on --variants ours --iters 8 --warmup 2 --out "$RES/train_1b_fsdp_ac.json"
 else  # --smoke: the same parts on the tiny model, on the CPU
   part inference_7b_bf16 600 $INF --model tiny --device cpu --batch-sizes 1,2 --iters 2 --warmup 1 --out "$RES/inference_7b_bf16.json"
+  part heads_7b 600 $HEADS --model tiny --device cpu --chunk-len 8 --batch-sizes 1,2 --iters 2 --warmup 1 --out "$RES/heads_7b.json"
   part train_7b_lora 600 $TRAIN --model tiny --device cpu --lora-rank 32 --batch 4 --act-ckpt on --iters 2 --warmup 1 --out "$RES/train_7b_lora.json"
   part train_1b_fsdp 600 $TRAIN --model tiny --device cpu --fsdp --batch 4 --act-ckpt off --variants ours --iters 2 --warmup 1 --out "$RES/train_1b_fsdp.json"
   part inference_7b_4bit 600 $INF --model tiny --device cpu --quantize 4bit --batch-sizes 1,2 --iters 2 --warmup 1 --out "$RES/inference_7b_4bit.json"
   part train_7b_qlora4 600 $TRAIN --model tiny --device cpu --lora-rank 32 --lora-quant 4bit --batch 4 --act-ckpt on --variants ours --iters 2 --warmup 1 --out "$RES/train_7b_qlora4.json"
   part inference_7b_8bit 600 $INF --model tiny --device cpu --quantize 8bit --batch-sizes 1,2 --modes generate,eager,static --iters 2 --warmup 1 --out "$RES/inference_7b_8bit.json"
-  if "$PY" -c "$HEAD_CHECK" 2>/dev/null; then
-    echo "== chunks_7b_oft: an l1-regression head is registered; its step builds the 7B architecture: device only"
-  else
-    echo "== chunks_7b_oft: skipped: no 'l1-regression' action head is registered in this checkout (prismatic.models.heads)"
-  fi
   part train_1b_fsdp_ac 600 $TRAIN --model tiny --device cpu --fsdp --batch 4 --act-ckpt on --variants ours --iters 2 --warmup 1 --out "$RES/train_1b_fsdp_ac.json"
 fi
 

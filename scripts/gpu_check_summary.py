@@ -43,6 +43,19 @@ def inference(name: str, r: dict) -> list[str]:
     return lines
 
 
+def heads(name: str, r: dict) -> list[str]:
+    lines = [f"{name}: {r['machine'].get('gpu', r['device'])}, {r['model']} {r['dtype']}, cameras {r['cameras']}, "
+             f"proprio {r['proprio_dim']}, parallel heads' chunks of {r['chunk_len']}"]  # fmt: skip
+    for batch, res in r.get("results", {}).items():
+        cells = ", ".join(f"{h} {res[h]['median_ms']} ms = {res[h]['actions_per_s']}/s"
+                          for h in ("bins", "l1-regression", "bins-parallel") if h in res)  # fmt: skip
+        lines.append(f"  {batch}: {cells}; vs bins: {res['ratio_vs_bins']}")
+        oft = res.get("l1-regression", {}).get("actions_per_s")
+        if oft is not None and batch == "b1":
+            lines.append(f"      l1-regression batch 1: {oft} actions/s (OpenVLA-OFT: ~109 on an A100; aim >= 150 on an H100/H200)")
+    return lines
+
+
 def train(name: str, r: dict) -> list[str]:
     job = f"LoRA r={r['lora_rank']}" + (f" on a {r['lora_quant']} base" if r["lora_quant"] else "") if r["lora_rank"] else "full training"
     lines = [f"{name}: {r['machine'].get('gpu', r['device'])}, {r['params_m']}M params "
@@ -72,7 +85,7 @@ def main() -> None:
             out.append(f"{s['part']:<20} {s['status']} ({s['seconds']} s)")
     for path in sorted(res.glob("*.json")):
         r = json.loads(path.read_text())
-        out += (inference if r.get("benchmark") == "inference" else train)(path.stem, r)
+        out += {"inference": inference, "heads": heads}.get(r.get("benchmark"), train)(path.stem, r)
     print("\n".join(out))
 
 

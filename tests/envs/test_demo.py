@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from prismatic.envs import demo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,11 +49,108 @@ def test_tabletop_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
 
 def test_tabletop_demo_rejects_bad_settings_before_any_work(tmp_path):
     cmd = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(tmp_path / "demo"),
-           "--num_objects", "4", "--start", "corner", "--goals", "0",
+           "--num_objects", "4", "--start", "corner", "--goals", "0", "--head", "l2-regression",
            "--train_config", str(tmp_path / "recipe.yaml")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "--num_objects must be 1..3" in proc.stderr and "--start must be one of random, home" in proc.stderr
     assert "--goals must be 1..--num_objects (4)" in proc.stderr
+    assert "--head must be one of bins, bins-parallel, l1-regression (prismatic.models.heads), got 'l2-regression'" in proc.stderr
     assert f"--train_config {tmp_path / 'recipe.yaml'} does not exist" in proc.stderr  # was: after generating data
     assert not (tmp_path / "demo").exists()  # nothing was generated
+
+
+def _problems(**settings) -> str:
+    with pytest.raises(SystemExit) as e:
+        demo.validate(demo.DemoConfig(**settings))
+    return str(e.value)
+
+
+def test_head_settings_are_checked_with_the_choices():
+    assert "--compare names unknown heads ['diffusion']; choose from: bins, bins-parallel, l1-regression" in _problems(
+        compare="bins,diffusion")
+    assert "--compare needs at least two different heads" in _problems(compare="bins,bins")
+    assert "--compare runs each head it names with its demo defaults: drop --head" in _problems(
+        compare="bins,l1-regression", open_loop_steps=2)
+    assert "--open_loop_steps must be 1..8 (the chunk length" in _problems(head="l1-regression", open_loop_steps=9)
+    assert "--open_loop_steps must be 1..4" in _problems(head="l1-regression", chunk_len=4, open_loop_steps=5)
+    assert "--chunk_len must be >= 1" in _problems(head="l1-regression", chunk_len=0)
+    assert "--open_loop_steps must be 1..1" in _problems(open_loop_steps=2)  # the bin head predicts one action
+    demo.validate(demo.DemoConfig(head="l1-regression", chunk_len=4, open_loop_steps=4))  # valid: no exception
+
+
+def test_the_bin_head_trains_with_the_recipe_alone_and_chunked_heads_name_their_settings(tmp_path):
+    bins = demo.DemoConfig(out_dir=tmp_path)
+    assert demo.head_flags(bins) == [] and (bins.chunk, bins.open_loop, bins.head_dir) == (1, 1, tmp_path)
+    oft = demo.DemoConfig(out_dir=tmp_path, head="l1-regression")
+    defaults = demo.DEMO_HEADS["l1-regression"]
+    assert demo.head_flags(oft) == ["--vla.action_head", "l1-regression", "--vla.chunk_len", str(defaults.chunk_len),
+                                    "--vla.action_dim", "7"]  # fmt: skip
+    assert (oft.chunk, oft.open_loop, oft.head_dir) == (defaults.chunk_len, defaults.open_loop_steps, tmp_path / "l1-regression")
+    replanning = demo.DemoConfig(head="bins-parallel", chunk_len=4, open_loop_steps=1)
+    assert demo.head_flags(replanning)[-4:] == ["--vla.chunk_len", "4", "--vla.action_dim", "7"] and replanning.open_loop == 1
+
+
+def _report(head: str, chunk: int, executed: int, policy: int, swapped: int, speed: float | None, minutes: float) -> dict:
+    from prismatic.eval.stats import SuccessStats
+
+    summary = {name: SuccessStats(name, 50, n).to_dict() for name, n in
+               (("policy", policy), ("language-swapped", swapped), ("random", 1))}  # fmt: skip
+    throughput = {"policy": None if speed is None else {"actions": 300, "seconds": 300 / speed, "actions_per_second": speed}}
+    return {"head": head, "chunk_len": chunk, "open_loop_steps": executed, "summary": summary, "throughput": throughput,
+            "total_seconds": 60 * minutes}  # fmt: skip
+
+
+def test_comparison_table_and_chart(tmp_path):
+    reports = {"bins": _report("bins", 1, 1, 49, 0, 30.25, 10.7), "l1-regression": _report("l1-regression", 8, 8, 50, 1, None, 9.04)}
+    lines = demo.comparison_table(reports).splitlines()
+    assert lines[0].split() == ["head", "chunk", "executed", "policy", "language-swapped", "random", "actions/s", "minutes"]
+    assert lines[1].split() == ["bins", "1", "1", "98%", "(49/50)", "0%", "(0/50)", "2%", "(1/50)", "30.2", "10.7"]
+    assert lines[2].split() == ["l1-regression", "8", "8", "100%", "(50/50)", "2%", "(1/50)", "2%", "(1/50)", "-", "9.0"]
+    chart = demo.plot_comparison(reports, tmp_path / "compare.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_heads_compared_on_the_same_data_and_a_chunked_policy_reloads(tmp_path):
+    """--compare bins,l1-regression on a tiny budget: one dataset, both heads trained and evaluated, the table, the
+    JSON and the chart; the L1 run reloads and predicts chunks; --head l1-regression then reuses that run."""
+    out = tmp_path / "demo"
+    base = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(out), "--num_demos", "6",
+            "--max_steps", "3", "--eval_episodes", "2", "--video_episodes", "0"]  # fmt: skip
+    proc = subprocess.run([*base, "--compare", "bins,l1-regression"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("[1/3] expert demonstrations") == 1  # the data is recorded once, for both heads
+    table = proc.stdout.split("Heads trained on the same 6 demonstrations")[1]
+    assert table.splitlines()[1].split()[:2] == ["head", "chunk"]
+    k = demo.DEMO_HEADS["l1-regression"].chunk_len
+    assert [line.split()[:3] for line in table.splitlines()[2:4]] == [["bins", "1", "1"], ["l1-regression", str(k), str(
+        demo.DEMO_HEADS["l1-regression"].open_loop_steps)]]  # fmt: skip
+    compared = json.loads((out / "compare.json").read_text())
+    assert list(compared["heads"]) == ["bins", "l1-regression"] and (out / "compare.png").is_file()
+    bins, l1 = (json.loads(p.read_text()) for p in (out / "results.json", out / "l1-regression" / "results.json"))
+    assert (bins["head"], bins["chunk_len"], l1["head"], l1["chunk_len"]) == ("bins", 1, "l1-regression", k)
+    assert compared["heads"]["l1-regression"]["summary"] == l1["summary"]
+    for report, run in ((bins, out / "policy"), (l1, out / "l1-regression" / "policy")):
+        assert set(report["summary"]) == {"policy", "language-swapped", "random"}
+        steps = sum(e["steps"] for e in json.loads((run.parent / "eval" / "policy" / "results.json").read_text())["episodes"])
+        assert report["throughput"]["policy"]["actions"] == steps and report["throughput"]["policy"]["actions_per_second"] > 0
+        assert json.loads((run / "dataset_statistics.json").read_text())["tabletop_reach"]["num_trajectories"] == 6
+    # the L1 run is a checkpoint of its head that predicts whole chunks from an observation
+    import prismatic
+    from prismatic.envs import TabletopEnv
+
+    vla = prismatic.load_vla(out / "l1-regression" / "policy")
+    assert (vla.config.action_head, vla.chunk_len) == ("l1-regression", k)
+    obs, _ = TabletopEnv(image_size=84).reset(seed=3)
+    chunk = vla.predict_chunks([obs["image"]], [obs["instruction"]], unnorm_key="tabletop_reach")
+    assert chunk.shape == (1, k, 7) and np.isfinite(chunk).all()
+    # one head on its own reuses the compared run; executing chunks differently re-evaluates, never retrains
+    again = subprocess.run([*base, "--head", "l1-regression"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "retraining" not in again.stdout and "re-evaluating" not in again.stdout and "reusing" in again.stdout
+    replan = subprocess.run([*base, "--head", "l1-regression", "--open_loop_steps", "1"], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)  # fmt: skip
+    assert replan.returncode == 0, replan.stderr[-3000:]
+    assert "retraining" not in replan.stdout and "re-evaluating policy: " in replan.stdout
+    assert json.loads((out / "l1-regression" / "results.json").read_text())["open_loop_steps"] == 1
