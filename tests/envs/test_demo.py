@@ -76,7 +76,11 @@ def test_head_settings_are_checked_with_the_choices():
     assert "--open_loop_steps must be 1..4" in _problems(head="l1-regression", chunk_len=4, open_loop_steps=5)
     assert "--chunk_len must be >= 1" in _problems(head="l1-regression", chunk_len=0)
     assert "--open_loop_steps must be 1..1" in _problems(open_loop_steps=2)  # the bin head predicts one action
+    assert "--init must be one of scratch, bins, got 'imagenet'" in _problems(head="l1-regression", init="imagenet")
+    assert "--init bins fine-tunes the bin policy into another head" in _problems(init="bins")
+    assert "--finetune_config /nowhere.yaml does not exist" in _problems(head="l1-regression", finetune_config=Path("/nowhere.yaml"))
     demo.validate(demo.DemoConfig(head="l1-regression", chunk_len=4, open_loop_steps=4))  # valid: no exception
+    demo.validate(demo.DemoConfig(head="bins-parallel", init="scratch", finetune_config=Path("/nowhere.yaml")))  # unused
 
 
 def test_the_bin_head_trains_with_the_recipe_alone_and_chunked_heads_name_their_settings(tmp_path):
@@ -87,6 +91,10 @@ def test_the_bin_head_trains_with_the_recipe_alone_and_chunked_heads_name_their_
     assert demo.head_flags(oft) == ["--vla.action_head", "l1-regression", "--vla.chunk_len", str(defaults.chunk_len),
                                     "--vla.action_dim", "7"]  # fmt: skip
     assert (oft.chunk, oft.open_loop, oft.head_dir) == (defaults.chunk_len, defaults.open_loop_steps, tmp_path / "l1-regression")
+    # OpenVLA-OFT fine-tunes an OpenVLA policy: the L1 head starts from the bin policy trained on the same data
+    assert (oft.init_from, oft.recipe, bins.recipe) == ("bins", oft.finetune_config, bins.train_config)
+    assert oft.base == demo.DemoConfig(out_dir=tmp_path) and oft.base.head_dir / "policy" == tmp_path / "policy"
+    assert demo.DemoConfig(head="l1-regression", init="scratch").base is None
     replanning = demo.DemoConfig(head="bins-parallel", chunk_len=4, open_loop_steps=1)
     assert demo.head_flags(replanning)[-4:] == ["--vla.chunk_len", "4", "--vla.action_dim", "7"] and replanning.open_loop == 1
 
@@ -113,8 +121,9 @@ def test_comparison_table_and_chart(tmp_path):
 
 @pytest.mark.slow
 def test_heads_compared_on_the_same_data_and_a_chunked_policy_reloads(tmp_path):
-    """--compare bins,l1-regression on a tiny budget: one dataset, both heads trained and evaluated, the table, the
-    JSON and the chart; the L1 run reloads and predicts chunks; --head l1-regression then reuses that run."""
+    """--compare bins,l1-regression on a tiny budget: one dataset, both heads trained (the L1 head fine-tuned from the
+    bin policy) and evaluated, the table, the JSON and the chart; the L1 run reloads and predicts chunks;
+    --head l1-regression then reuses that run."""
     out = tmp_path / "demo"
     base = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(out), "--num_demos", "6",
             "--max_steps", "3", "--eval_episodes", "2", "--video_episodes", "0"]  # fmt: skip
@@ -130,6 +139,10 @@ def test_heads_compared_on_the_same_data_and_a_chunked_policy_reloads(tmp_path):
     assert list(compared["heads"]) == ["bins", "l1-regression"] and (out / "compare.png").is_file()
     bins, l1 = (json.loads(p.read_text()) for p in (out / "results.json", out / "l1-regression" / "results.json"))
     assert (bins["head"], bins["chunk_len"], l1["head"], l1["chunk_len"]) == ("bins", 1, "l1-regression", k)
+    # the L1 head was fine-tuned from the compared bin policy, whose training counts in its minutes
+    assert (bins["init"], l1["init"]) == ("scratch", "bins") and "fine-tuned from the bin policy" in proc.stdout
+    assert l1["stage_seconds"]["train_base"] == bins["stage_seconds"]["train"] > 0
+    assert l1["total_seconds"] == pytest.approx(sum(l1["stage_seconds"].values()), abs=0.5)
     assert compared["heads"]["l1-regression"]["summary"] == l1["summary"]
     for report, run in ((bins, out / "policy"), (l1, out / "l1-regression" / "policy")):
         assert set(report["summary"]) == {"policy", "language-swapped", "random"}
@@ -145,12 +158,10 @@ def test_heads_compared_on_the_same_data_and_a_chunked_policy_reloads(tmp_path):
     obs, _ = TabletopEnv(image_size=84).reset(seed=3)
     chunk = vla.predict_chunks([obs["image"]], [obs["instruction"]], unnorm_key="tabletop_reach")
     assert chunk.shape == (1, k, 7) and np.isfinite(chunk).all()
-    # one head on its own reuses the compared run; executing chunks differently re-evaluates, never retrains
-    again = subprocess.run([*base, "--head", "l1-regression"], cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "retraining" not in again.stdout and "re-evaluating" not in again.stdout and "reusing" in again.stdout
+    # one head on its own reuses the compared run; executing its chunks differently re-evaluates, never retrains
     replan = subprocess.run([*base, "--head", "l1-regression", "--open_loop_steps", "1"], cwd=REPO, capture_output=True,
                             text=True, timeout=900)  # fmt: skip
     assert replan.returncode == 0, replan.stderr[-3000:]
-    assert "retraining" not in replan.stdout and "re-evaluating policy: " in replan.stdout
-    assert json.loads((out / "l1-regression" / "results.json").read_text())["open_loop_steps"] == 1
+    assert "reusing" in replan.stdout and "retraining" not in replan.stdout and "re-evaluating policy: " in replan.stdout
+    again = json.loads((out / "l1-regression" / "results.json").read_text())
+    assert again["open_loop_steps"] == 1 and again["stage_seconds"]["train"] == l1["stage_seconds"]["train"]
