@@ -44,11 +44,11 @@ class HeadDefaults:
 
 DEMO_HEADS: dict[str, HeadDefaults] = {
     "bins": HeadDefaults(chunk_len=1, open_loop_steps=1),
-    # OpenVLA-OFT's recipe at the demo's scale: an OpenVLA (bin) policy fine-tuned into the L1 head with chunks of 8
-    # (as for LIBERO), executed open loop. From random weights the L1 head does not learn the task in the budget
-    # (docs/heads.md, "The tabletop demo").
+    # OpenVLA-OFT's recipe at the demo's scale: an OpenVLA (bin) policy fine-tuned into the parallel head with chunks
+    # of 8 (as for LIBERO), executed open loop. From random weights neither learns the task in the budget: the L1
+    # head stays at the median action (0: stay) while grounding is uncertain (docs/heads.md, "The tabletop demo").
     "l1-regression": HeadDefaults(chunk_len=8, open_loop_steps=8, init="bins"),
-    "bins-parallel": HeadDefaults(chunk_len=8, open_loop_steps=8),
+    "bins-parallel": HeadDefaults(chunk_len=8, open_loop_steps=8, init="bins"),
 }
 OTHER_HEAD = HeadDefaults(chunk_len=1, open_loop_steps=1)  # a head registered later, without demo defaults
 
@@ -64,7 +64,7 @@ class DemoConfig:
     goals: int | None = None              # goals chained per demo episode (1..num_objects; None: every object of the scene)
     train_config: Path = REPO / "configs" / "vla" / "tabletop_demo.yaml"  # the training recipe (from random weights)
     finetune_config: Path = REPO / "configs" / "vla" / "tabletop_demo_finetune.yaml"  # the recipe of heads fine-tuned from the bin policy (--init bins)
-    max_steps: int | None = None          # override the recipe's optimizer steps
+    max_steps: int | None = None          # override the optimizer steps of every recipe the run uses (a fine-tuned head's base too)
     learning_rate: float | None = None    # override the recipe's peak learning rate
     seed: int = 7                         # training seed (initial weights, data order); the demos always use seeds 0, 1, ...
     head: str = BINS                      # action head: bins (OpenVLA) | l1-regression | bins-parallel (OpenVLA-OFT)
