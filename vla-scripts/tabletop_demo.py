@@ -1,6 +1,6 @@
 """The main job: the whole VLA chain on a laptop CPU, on the embedded tabletop benchmark.
 
-    .venv/bin/python vla-scripts/tabletop_demo.py                          # ~10.5 minutes on 2 CPU cores
+    .venv/bin/python vla-scripts/tabletop_demo.py                          # 11-15 minutes on 2 CPU cores
     .venv/bin/python vla-scripts/tabletop_demo.py --head l1-regression     # OpenVLA-OFT's head: chunks in one pass
     .venv/bin/python vla-scripts/tabletop_demo.py --compare bins,l1-regression  # both on the same data, side by side
 
