@@ -1,6 +1,6 @@
 """The toy VLM job: a tiny VLM learns tabletop captions and questions, then becomes the tabletop VLA's base.
 
-    .venv/bin/python vla-scripts/toy_vlm.py                  # VLM ~10 min, then two demo VLA runs compared (~35 min in all)
+    .venv/bin/python vla-scripts/toy_vlm.py                  # VLM ~17 min, then two demo VLA runs compared (~50 min in all on 2 cores)
     .venv/bin/python vla-scripts/toy_vlm.py --compare false  # the VLM alone: data, align, finetune, held-out accuracy
 
 1. captions and question/answer pairs about rendered tabletop scenes, as LLaVA-v1.5 JSON;
