@@ -476,10 +476,9 @@ def plot_comparison(reports: dict[str, dict], path: Path) -> Path:
         ax_speed.set_ylabel("actions / s (closed loop)")
         fig.suptitle("tabletop reach: action heads trained on the same demonstrations", fontsize=10)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        from prismatic.util.io import atomic_savefig
+
+        atomic_savefig(fig, path)
     finally:
         plt.close(fig)
     return path

@@ -460,7 +460,9 @@ def plot_results(vla: dict[str, Any], path: Path) -> Path:
         ax.set_title("tabletop VLA: from scratch vs from the toy VLM", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        from prismatic.util.io import atomic_savefig
+
+        atomic_savefig(fig, path)
     finally:
         plt.close(fig)
     return path

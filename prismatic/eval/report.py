@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -77,9 +76,9 @@ def plot_success_bars(
             ax.set_title(title)
         ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        from prismatic.util.io import atomic_savefig
+
+        atomic_savefig(fig, path)
     finally:
         plt.close(fig)
     return path

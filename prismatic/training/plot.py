@@ -41,6 +41,10 @@ def plot_run(run_dir: Path, out: Path | None = None, keys: tuple[str, ...] = DEF
     fig.suptitle(Path(run_dir).name, fontsize=9)
     fig.tight_layout()
     out = Path(out) if out else Path(run_dir) / "curves.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    from prismatic.util.io import atomic_savefig
+
+    try:
+        atomic_savefig(fig, out, dpi=110)
+    finally:
+        plt.close(fig)
     return out

@@ -76,6 +76,11 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def atomic_savefig(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as PNG at `path`, written atomically (a reader never sees half a chart)."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
