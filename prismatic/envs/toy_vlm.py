@@ -28,7 +28,6 @@ Layout of `out_dir`; a stage is skipped when its output exists for the same inpu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -144,7 +143,10 @@ MARKER = "toy_vlm.json"
 
 
 def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a file, streamed (the checkpoint manifest's digest)."""
+    from prismatic.training.checkpoint import file_digest
+
+    return file_digest(Path(path))["sha256"]
 
 
 def prepare_run(run_dir: Path, inputs: dict[str, Any]) -> bool:
