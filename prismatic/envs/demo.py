@@ -7,10 +7,11 @@ Layout of `out_dir` (every stage is skipped when its output exists for the same 
     data/                                         the RLDS demonstrations, shared by every head
     policy/  eval/  results.json  success.png     the bin head (OpenVLA; the demo's layout before heads existed)
     <head>/policy/  <head>/eval/  ...             any other head (e.g. l1-regression/)
+    <head>/warm-start-<i>-<head>/                 the runs a head is warm-started with, in order
     compare.json  compare.png                     --compare: the heads side by side
 
-A head runs with its demo defaults (`DEMO_HEADS`: chunk length, actions executed per prediction) unless
---chunk_len / --open_loop_steps say otherwise.
+A head runs with its demo defaults (`DEMO_HEADS`: chunk length, actions executed per prediction, warm-start runs,
+steps, learning rate) unless --chunk_len / --open_loop_steps / --init / --learning_rate say otherwise.
 """
 
 from __future__ import annotations
@@ -30,27 +31,54 @@ REPO = Path(__file__).resolve().parents[2]
 BINS = "bins"  # OpenVLA's head: the demo's layout and defaults before heads existed
 
 
-INITS = ("scratch", "bins")  # where a head's training starts: random weights, or the demo's bin policy
+INITS = ("warm-start", "scratch")  # a head's own training starts from its warm-start runs' policy, or random weights
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A training run before a head's own: `head` trained for `steps` optimizer steps, from random weights (the first)
+    or fine-tuned from the run before (with configs/vla/tabletop_demo_finetune.yaml)."""
+
+    head: str
+    steps: int
 
 
 @dataclass(frozen=True)
 class HeadDefaults:
-    """How the demo trains and runs a head unless --chunk_len / --open_loop_steps / --init say otherwise."""
+    """How the demo trains and runs a head unless --chunk_len / --open_loop_steps / --init / --learning_rate say otherwise."""
 
     chunk_len: int  # actions per prediction
     open_loop_steps: int  # actions of each chunk executed before predicting again (1: re-plan every step)
-    init: str = "scratch"  # scratch (configs/vla/tabletop_demo.yaml) | bins (fine-tuned: tabletop_demo_finetune.yaml)
+    warm_start: tuple[WarmStart, ...] = ()  # runs before the head's own, each fine-tuned from the one before
+    max_steps: int | None = None  # the head's own optimizer steps (None: its recipe's)
+    learning_rate: float | None = None  # the head's own peak learning rate (None: its recipe's)
 
 
+# OpenVLA-OFT fine-tunes an OpenVLA (bin) policy into its parallel heads. At the demo's scale that one switch (causal ->
+# bidirectional attention, zeroed action embeddings, a new head) failed on one of two bin policies; switching one
+# thing at a time works: causal bins -> bins-parallel (new attention, same tokens and loss) -> l1-regression (new head
+# on the same rows). From random weights the parallel heads ground late (bins-parallel) or never (L1: the median,
+# "stay"). docs/heads.md, "The tabletop demo", has every run behind these numbers.
+_BINS_WARM_START = (WarmStart(BINS, 8000),)
 DEMO_HEADS: dict[str, HeadDefaults] = {
     "bins": HeadDefaults(chunk_len=1, open_loop_steps=1),
-    # OpenVLA-OFT's recipe at the demo's scale: an OpenVLA (bin) policy fine-tuned into the parallel head with chunks
-    # of 8 (as for LIBERO), executed open loop. From random weights neither learns the task in the budget: the L1
-    # head stays at the median action (0: stay) while grounding is uncertain (docs/heads.md, "The tabletop demo").
-    "l1-regression": HeadDefaults(chunk_len=8, open_loop_steps=8, init="bins"),
-    "bins-parallel": HeadDefaults(chunk_len=8, open_loop_steps=8, init="bins"),
+    "bins-parallel": HeadDefaults(chunk_len=8, open_loop_steps=8, warm_start=_BINS_WARM_START),
+    "l1-regression": HeadDefaults(chunk_len=8, open_loop_steps=8, warm_start=(*_BINS_WARM_START, WarmStart("bins-parallel", 4000)),
+                                  max_steps=2000, learning_rate=5e-4),  # fmt: skip
 }
 OTHER_HEAD = HeadDefaults(chunk_len=1, open_loop_steps=1)  # a head registered later, without demo defaults
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One vla-scripts/train.py run of a head's training (`DemoConfig.runs`)."""
+
+    head: str
+    chunk: int
+    steps: int | None  # None: the recipe's
+    learning_rate: float | None  # None: the recipe's
+    recipe: Path
+    run_dir: Path
 
 
 @dataclass
@@ -63,14 +91,14 @@ class DemoConfig:
     start: str = "random"                 # gripper start: "random" (anywhere on the table) or "home" (fixed, like a robot's home pose)
     goals: int | None = None              # goals chained per demo episode (1..num_objects; None: every object of the scene)
     train_config: Path = REPO / "configs" / "vla" / "tabletop_demo.yaml"  # the training recipe (from random weights)
-    finetune_config: Path = REPO / "configs" / "vla" / "tabletop_demo_finetune.yaml"  # the recipe of heads fine-tuned from the bin policy (--init bins)
-    max_steps: int | None = None          # override the optimizer steps of every recipe the run uses (a fine-tuned head's base too)
-    learning_rate: float | None = None    # override the recipe's peak learning rate
+    finetune_config: Path = REPO / "configs" / "vla" / "tabletop_demo_finetune.yaml"  # the recipe of every run fine-tuned from the run before (warm starts)
+    max_steps: int | None = None          # override the optimizer steps of every run (a head's warm-start runs too)
+    learning_rate: float | None = None    # override the head's peak learning rate (its own run; None: the head's default)
     seed: int = 7                         # training seed (initial weights, data order); the demos always use seeds 0, 1, ...
     head: str = BINS                      # action head: bins (OpenVLA) | l1-regression | bins-parallel (OpenVLA-OFT)
     chunk_len: int | None = None          # actions per prediction (None: the head's demo default, DEMO_HEADS)
     open_loop_steps: int | None = None    # actions of each chunk executed before predicting again (1: re-plan every step; None: the head's default)
-    init: str | None = None               # where the head's training starts: scratch | bins (the bin policy on the same data, fine-tuned; None: the head's default)
+    init: str | None = None               # warm-start (the head's warm-start runs first, DEMO_HEADS) | scratch (random weights); None: the head's default
     compare: str | None = None            # comma-separated heads (e.g. bins,l1-regression): each trained and evaluated on the same data, side by side
     eval_episodes: int = 50               # closed-loop episodes per condition (held-out seeds)
     eval_seed: int = 100_000              # first evaluation seed (training demos use seeds from 0)
@@ -100,20 +128,33 @@ class DemoConfig:
         return min(self.head_defaults.open_loop_steps, self.chunk)
 
     @property
+    def warm_start(self) -> tuple[WarmStart, ...]:
+        """The runs trained before this head's own (none with --init scratch)."""
+        return () if self.init == "scratch" else self.head_defaults.warm_start
+
+    @property
     def init_from(self) -> str:
-        """Where this head's training starts: "scratch" or "bins" (fine-tuned from the demo's bin policy)."""
-        return self.head_defaults.init if self.init is None else self.init
+        """Where this head's own training starts: "scratch", or "warm-start" (the last warm-start run's policy)."""
+        return "warm-start" if self.warm_start else "scratch"
 
     @property
-    def recipe(self) -> Path:
-        return self.finetune_config if self.init_from == "bins" else self.train_config
+    def runs(self) -> list[TrainRun]:
+        """Every training run of this head, in order: its warm-start runs (in <head_dir>/warm-start-<i>-<head>/) and
+        its own (<head_dir>/policy/). --max_steps sets them all."""
+        from prismatic.models.heads import ACTION_HEADS
 
-    @property
-    def base(self) -> DemoConfig | None:
-        """The run a fine-tuned head starts from: the bin head's, with the same data, seed and steps."""
-        if self.init_from != "bins":
-            return None
-        return replace(self, head=BINS, chunk_len=None, open_loop_steps=None, learning_rate=None, init=None, compare=None)
+        runs = []
+        for i, ws in enumerate(self.warm_start, start=1):
+            parallel = ws.head in ACTION_HEADS and ACTION_HEADS.get(ws.head).parallel  # (its slots match the head's)
+            chunk = self.chunk if parallel else DEMO_HEADS.get(ws.head, OTHER_HEAD).chunk_len
+            runs.append(TrainRun(ws.head, chunk, ws.steps if self.max_steps is None else self.max_steps, None,
+                                 self.finetune_config if runs else self.train_config,
+                                 self.head_dir / f"warm-start-{i}-{ws.head}"))  # fmt: skip
+        lr = self.learning_rate if self.learning_rate is not None else self.head_defaults.learning_rate
+        steps = self.max_steps if self.max_steps is not None else self.head_defaults.max_steps
+        runs.append(TrainRun(self.head, self.chunk, steps, lr, self.finetune_config if runs else self.train_config,
+                             self.head_dir / "policy"))  # fmt: skip
+        return runs
 
     @property
     def head_dir(self) -> Path:
@@ -164,14 +205,15 @@ def validate(cfg: DemoConfig) -> None:
                         f"actions at a time), got {cfg.open_loop_steps}")  # fmt: skip
     if cfg.init is not None and cfg.init not in INITS:
         problems.append(f"--init must be one of {', '.join(INITS)}, got {cfg.init!r}")
-    elif cfg.compare is None and cfg.head == BINS and cfg.init == "bins":
-        problems.append("--init bins fine-tunes the bin policy into another head: the bins head itself starts from scratch")
+    elif cfg.compare is None and cfg.init == "warm-start" and not cfg.head_defaults.warm_start:
+        problems.append(f"--init warm-start: the {cfg.head} head has no warm-start runs (it trains from random weights); "
+                        "heads with them: " + ", ".join(h for h, d in DEMO_HEADS.items() if d.warm_start))  # fmt: skip
     if cfg.learning_rate is not None and not cfg.learning_rate > 0:
         problems.append(f"--learning_rate must be > 0, got {cfg.learning_rate}")
     if cfg.eval_episodes < 1:
         problems.append(f"--eval_episodes must be >= 1, got {cfg.eval_episodes}")
     problems += _train_config_problems(cfg.train_config, "--train_config")
-    if cfg.compare is not None or (cfg.head in DEMO_HEADS and cfg.init_from == "bins"):
+    if cfg.compare is not None or cfg.warm_start:
         problems += _train_config_problems(cfg.finetune_config, "--finetune_config")
     if problems:
         raise SystemExit("tabletop_demo.py: invalid settings:\n  " + "\n  ".join(problems))
@@ -240,21 +282,21 @@ def _sha256(paths) -> str:
 
 
 # -- stage 2: training ---------------------------------------------------------------------------------
-def head_flags(cfg: DemoConfig) -> list[str]:
-    """vla-scripts/train.py flags selecting the head and its learning rate (none for the bin head with single
+def head_flags(run: TrainRun) -> list[str]:
+    """vla-scripts/train.py flags selecting a run's head and its learning rate (none for the bin head with single
     actions: the recipe as it is)."""
     from prismatic.envs.tabletop import ACTION_LOW
     from prismatic.models.heads import ACTION_HEADS
 
     flags = []
-    if cfg.head != BINS:
-        flags += ["--vla.action_head", cfg.head]
-    if cfg.chunk != 1:
-        flags += ["--vla.chunk_len", str(cfg.chunk)]
-    if ACTION_HEADS.get(cfg.head).parallel:  # all chunk_len x action_dim slots are laid out before training
+    if run.head != BINS:
+        flags += ["--vla.action_head", run.head]
+    if run.chunk != 1:
+        flags += ["--vla.chunk_len", str(run.chunk)]
+    if ACTION_HEADS.get(run.head).parallel:  # all chunk_len x action_dim slots are laid out before training
         flags += ["--vla.action_dim", str(len(ACTION_LOW))]
-    if cfg.learning_rate is not None:
-        flags += ["--vla.learning_rate", str(cfg.learning_rate)]
+    if run.learning_rate is not None:
+        flags += ["--vla.learning_rate", str(run.learning_rate)]
     return flags
 
 
@@ -263,27 +305,35 @@ def _checkpoints(run_dir: Path) -> list[str]:
 
 
 def train(cfg: DemoConfig, data_root: Path) -> Path:
-    """The head's policy: trained from scratch with cfg.train_config, or (init bins) the bin policy first, then
-    fine-tuned from it with cfg.finetune_config. Reused when it exists for the same settings."""
-    base_dir = train(cfg.base, data_root) if cfg.base is not None else None
-    run_dir = cfg.head_dir / "policy"
+    """The head's policy: its warm-start runs, each fine-tuned from the one before, then its own run (`cfg.runs`).
+    Each is reused when it exists for the same settings; returns the policy's run directory."""
+    base_dir = None
+    for run in cfg.runs:
+        base_dir = _train_run(cfg, run, data_root, base_dir)
+    return base_dir
+
+
+def _train_run(cfg: DemoConfig, run: TrainRun, data_root: Path, base_dir: Path | None) -> Path:
+    run_dir = run.run_dir
     marker = run_dir / "demo.json"  # what the policy was trained with (--max_steps only extends a run)
-    wanted = {"seed": cfg.seed, "image_size": cfg.image_size, "train_config": _sha256([cfg.recipe]),
-              "head_flags": head_flags(cfg), "data": json.loads((data_root / "demos.json").read_text()),
+    wanted = {"seed": cfg.seed, "image_size": cfg.image_size, "train_config": _sha256([run.recipe]),
+              "head_flags": head_flags(run), "data": json.loads((data_root / "demos.json").read_text()),
               "base_weights": _sha256([base_dir / "checkpoints" / c for c in _checkpoints(base_dir)]) if base_dir else None}  # fmt: skip
+    if cfg.max_steps is None and run.steps is not None:  # a head's own steps (absent otherwise: older runs stay reusable)
+        wanted["steps"] = run.steps
     if run_dir.exists() and (not marker.is_file() or json.loads(marker.read_text()) != wanted):
         print(f"  retraining: {run_dir} holds a policy trained with other settings (seed, resolution, recipe, head, "
-              "learning rate, base policy or data)")  # fmt: skip
+              "steps, learning rate, warm start or data)")  # fmt: skip
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(wanted))
-    cmd = [sys.executable, str(REPO / "vla-scripts" / "train.py"), "--config_path", str(cfg.recipe),
+    cmd = [sys.executable, str(REPO / "vla-scripts" / "train.py"), "--config_path", str(run.recipe),
            "--data_root", str(data_root), "--run_root", str(run_dir.parent), "--run_id", run_dir.name,
-           "--seed", str(cfg.seed), *head_flags(cfg)]  # fmt: skip
-    # a fine-tuned head keeps its base's resolution (and size and tokenizer)
+           "--seed", str(cfg.seed), *head_flags(run)]  # fmt: skip
+    # a fine-tuned run keeps its base's resolution (and size and tokenizer)
     cmd += ["--vla.base_vlm", str(base_dir)] if base_dir is not None else ["--vla.image_size", str(cfg.image_size)]
-    if cfg.max_steps is not None:
-        cmd += ["--vla.max_steps", str(cfg.max_steps)]
+    if run.steps is not None:
+        cmd += ["--vla.max_steps", str(run.steps)]
     print("  $ " + " ".join(Path(c).name if i == 0 else str(c) for i, c in enumerate(cmd)), flush=True)
     before, t = _checkpoints(run_dir), time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env=os.environ)  # resumes (or returns at once) if the run exists
@@ -401,7 +451,9 @@ def run_head(cfg: DemoConfig, data_root: Path) -> dict:
     """Stages 2 and 3 for cfg.head; writes <head_dir>/results.json and returns it."""
     from prismatic.util.io import atomic_write_json
 
-    origin = "from random weights" if cfg.base is None else "fine-tuned from the bin policy"
+    runs = cfg.runs
+    origin = "from random weights" if len(runs) == 1 else "warm-started: " + " -> ".join(
+        f"{r.head} ({r.steps if r.steps is not None else 'recipe'} steps)" for r in runs)
     step_banner(2, f"training a tiny VLA with vla-scripts/train.py: {cfg.head} head, chunks of {cfg.chunk}, {origin}")
     run_dir = train(cfg, data_root)
     step_banner(3, f"closed-loop evaluation, {cfg.eval_episodes} held-out seeds per condition "
@@ -409,13 +461,15 @@ def run_head(cfg: DemoConfig, data_root: Path) -> dict:
     report = evaluate(cfg, run_dir)
     ok, text = target(report["summary"])
     # What producing these results cost, also when a stage was reused: the recorded data generation and training
-    # (of the base policy too, for a fine-tuned head) and the evaluation's episodes.
+    # (of the warm-start runs too) and the evaluation's episodes.
     seconds = {"data": recorded_seconds(data_root)}
-    if cfg.base is not None:
-        seconds["train_base"] = recorded_seconds(cfg.base.head_dir / "policy")
+    if len(runs) > 1:
+        seconds["train_warm_start"] = sum(recorded_seconds(r.run_dir) for r in runs[:-1])
     seconds.update(train=recorded_seconds(run_dir), eval=report.pop("eval_seconds"))
     seconds = {k: round(v, 1) for k, v in seconds.items()}
-    report = {"head": cfg.head, "chunk_len": cfg.chunk, "open_loop_steps": cfg.open_loop, "init": cfg.init_from, **report,
+    report = {"head": cfg.head, "chunk_len": cfg.chunk, "open_loop_steps": cfg.open_loop, "init": cfg.init_from,
+              "training_runs": [{"head": r.head, "chunk_len": r.chunk, "steps": r.steps, "run_dir": str(r.run_dir)} for r in runs],
+              **report,
               "target": {"met": ok, "text": text}, "stage_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
               "training_curves": str(run_dir / "curves.png"), "config": {k: str(v) for k, v in asdict(cfg).items()}}  # fmt: skip
     atomic_write_json(cfg.head_dir / "results.json", report)
@@ -494,7 +548,7 @@ def compare(cfg: DemoConfig, data_root: Path) -> dict:
         reports[head] = run_head(replace(cfg, head=head, compare=None), data_root)
     table = comparison_table(reports)
     print(f"\nHeads trained on the same {cfg.num_demos} demonstrations, {cfg.eval_episodes} held-out seeds per condition "
-          "(minutes: data + that head's training, with its base policy's, + evaluation):")  # fmt: skip
+          "(minutes: data + that head's training, warm-start runs included, + evaluation):")  # fmt: skip
     print(table)
     chart = plot_comparison(reports, cfg.out_dir / "compare.png")
     result = {"heads": reports, "table": table, "chart": str(chart)}

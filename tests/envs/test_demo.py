@@ -44,8 +44,9 @@ def test_head_settings_are_checked_with_the_choices():
     assert "--open_loop_steps must be 1..4" in _problems(head="l1-regression", chunk_len=4, open_loop_steps=5)
     assert "--chunk_len must be >= 1" in _problems(head="l1-regression", chunk_len=0)
     assert "--open_loop_steps must be 1..1" in _problems(open_loop_steps=2)  # the bin head predicts one action
-    assert "--init must be one of scratch, bins, got 'imagenet'" in _problems(head="l1-regression", init="imagenet")
-    assert "--init bins fine-tunes the bin policy into another head" in _problems(init="bins")
+    assert "--init must be one of warm-start, scratch, got 'bins'" in _problems(head="l1-regression", init="bins")
+    assert ("--init warm-start: the bins head has no warm-start runs (it trains from random weights); heads with them: "
+            "bins-parallel, l1-regression") in _problems(init="warm-start")  # fmt: skip
     assert "--finetune_config /nowhere.yaml does not exist" in _problems(head="l1-regression", finetune_config=Path("/nowhere.yaml"))
     demo.validate(demo.DemoConfig(head="l1-regression", chunk_len=4, open_loop_steps=4))  # valid: no exception
     demo.validate(demo.DemoConfig(head="bins-parallel", init="scratch", finetune_config=Path("/nowhere.yaml")))  # unused
@@ -53,18 +54,31 @@ def test_head_settings_are_checked_with_the_choices():
 
 def test_the_bin_head_trains_with_the_recipe_alone_and_chunked_heads_name_their_settings(tmp_path):
     bins = demo.DemoConfig(out_dir=tmp_path)
-    assert demo.head_flags(bins) == [] and (bins.chunk, bins.open_loop, bins.head_dir) == (1, 1, tmp_path)
+    (run,) = bins.runs  # from random weights, the recipe as it is
+    assert demo.head_flags(run) == [] and (run.recipe, run.steps, run.run_dir) == (bins.train_config, None, tmp_path / "policy")
+    assert (bins.chunk, bins.open_loop, bins.head_dir, bins.init_from) == (1, 1, tmp_path, "scratch")
     oft = demo.DemoConfig(out_dir=tmp_path, head="l1-regression")
     defaults = demo.DEMO_HEADS["l1-regression"]
-    assert demo.head_flags(oft) == ["--vla.action_head", "l1-regression", "--vla.chunk_len", str(defaults.chunk_len),
-                                    "--vla.action_dim", "7"]  # fmt: skip
-    assert (oft.chunk, oft.open_loop, oft.head_dir) == (defaults.chunk_len, defaults.open_loop_steps, tmp_path / "l1-regression")
-    # OpenVLA-OFT fine-tunes an OpenVLA policy: the L1 head starts from the bin policy trained on the same data
-    assert (oft.init_from, oft.recipe, bins.recipe) == ("bins", oft.finetune_config, bins.train_config)
-    assert oft.base == demo.DemoConfig(out_dir=tmp_path) and oft.base.head_dir / "policy" == tmp_path / "policy"
-    assert demo.DemoConfig(head="l1-regression", init="scratch").base is None
+    k = defaults.chunk_len
+    assert (oft.chunk, oft.open_loop, oft.head_dir) == (k, defaults.open_loop_steps, tmp_path / "l1-regression")
+    # OpenVLA-OFT fine-tunes an OpenVLA policy; here one switch at a time: causal bins -> bins-parallel -> L1
+    first, parallel, own = oft.runs
+    assert [(r.head, r.chunk, r.steps) for r in oft.runs] == [("bins", 1, 8000), ("bins-parallel", k, 4000),
+                                                              ("l1-regression", k, defaults.max_steps)]  # fmt: skip
+    assert (first.recipe, parallel.recipe, own.recipe) == (oft.train_config, oft.finetune_config, oft.finetune_config)
+    assert (first.run_dir, parallel.run_dir, own.run_dir) == (tmp_path / "l1-regression" / "warm-start-1-bins",
+            tmp_path / "l1-regression" / "warm-start-2-bins-parallel", tmp_path / "l1-regression" / "policy")  # fmt: skip
+    assert demo.head_flags(first) == [] and demo.head_flags(parallel) == ["--vla.action_head", "bins-parallel",
+                                                                          "--vla.chunk_len", str(k), "--vla.action_dim", "7"]  # fmt: skip
+    assert demo.head_flags(own) == ["--vla.action_head", "l1-regression", "--vla.chunk_len", str(k), "--vla.action_dim", "7",
+                                    "--vla.learning_rate", str(defaults.learning_rate)]  # fmt: skip
+    # --max_steps sets every run; --learning_rate the head's own; --init scratch drops the warm start
+    short = demo.DemoConfig(out_dir=tmp_path, head="l1-regression", max_steps=3, learning_rate=0.01, chunk_len=4)
+    assert [(r.chunk, r.steps, r.learning_rate) for r in short.runs] == [(1, 3, None), (4, 3, None), (4, 3, 0.01)]
+    scratch = demo.DemoConfig(out_dir=tmp_path, head="l1-regression", init="scratch")
+    assert [(r.head, r.recipe) for r in scratch.runs] == [("l1-regression", scratch.train_config)] and scratch.init_from == "scratch"
     replanning = demo.DemoConfig(head="bins-parallel", chunk_len=4, open_loop_steps=1)
-    assert demo.head_flags(replanning)[-4:] == ["--vla.chunk_len", "4", "--vla.action_dim", "7"] and replanning.open_loop == 1
+    assert demo.head_flags(replanning.runs[-1])[-4:] == ["--vla.chunk_len", "4", "--vla.action_dim", "7"] and replanning.open_loop == 1
 
 
 def _report(head: str, chunk: int, executed: int, policy: int, swapped: int, speed: float | None, minutes: float) -> dict:
@@ -91,7 +105,8 @@ def test_comparison_table_and_chart(tmp_path):
 @pytest.mark.timeout(1200)  # three end-to-end runs (~4 CPU-minutes): the suite's 600 s catches hangs, not this
 def test_the_demo_runs_every_stage_compares_heads_and_resumes(tmp_path):
     """The main job at toy scale, three invocations: --compare bins,l1-regression (one dataset; the bin policy trained
-    and evaluated; the L1 head fine-tuned from it and evaluated; the table, the JSON, the chart, the videos); one head
+    and evaluated; the L1 head warm-started (bins -> bins-parallel -> L1) and evaluated; the table, the JSON, the chart,
+    the videos); one head
     on its own with its chunks executed differently (everything reused, only that evaluation redone); another
     training seed (the policy trained and evaluated again)."""
     out = tmp_path / "demo"
@@ -112,9 +127,15 @@ def test_the_demo_runs_every_stage_compares_heads_and_resumes(tmp_path):
     assert list(compared["heads"]) == ["bins", "l1-regression"] and (out / "compare.png").is_file()
     bins, l1 = (json.loads(p.read_text()) for p in (out / "results.json", out / "l1-regression" / "results.json"))
     assert (bins["head"], bins["chunk_len"], l1["head"], l1["chunk_len"]) == ("bins", 1, "l1-regression", k)
-    # the L1 head was fine-tuned from the compared bin policy, whose training counts in its minutes
-    assert (bins["init"], l1["init"]) == ("scratch", "bins") and "fine-tuned from the bin policy" in proc.stdout
-    assert l1["stage_seconds"]["train_base"] == bins["stage_seconds"]["train"] > 0
+    # the L1 head was warm-started with its own runs, whose training counts in its minutes
+    assert (bins["init"], l1["init"]) == ("scratch", "warm-start")
+    assert "warm-started: bins (3 steps) -> bins-parallel (3 steps) -> l1-regression (3 steps)" in proc.stdout
+    warm = [out / "l1-regression" / "warm-start-1-bins", out / "l1-regression" / "warm-start-2-bins-parallel"]
+    assert [r["run_dir"] for r in l1["training_runs"]] == [str(p) for p in (*warm, out / "l1-regression" / "policy")]
+    assert l1["stage_seconds"]["train_warm_start"] == pytest.approx(sum(demo.recorded_seconds(p) for p in warm), abs=0.1)
+    assert all(demo.recorded_seconds(p) > 0 for p in warm)
+    assert json.loads((warm[1] / "config.json").read_text())["vla"]["base_vlm"] == str(warm[0])
+    assert json.loads((out / "l1-regression" / "policy" / "config.json").read_text())["vla"]["base_vlm"] == str(warm[1])
     assert l1["total_seconds"] == pytest.approx(sum(l1["stage_seconds"].values()), abs=0.5)
     assert compared["heads"]["l1-regression"]["summary"] == l1["summary"]
     for report, run in ((bins, out / "policy"), (l1, out / "l1-regression" / "policy")):
