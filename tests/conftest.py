@@ -131,3 +131,20 @@ def released_base_vlm(tmp_path_factory) -> dict:
 def write_timm_weights():
     """`write_timm_weights(path, timm name with tag, tiny kwargs, native size, seed) -> path`."""
     return _write_timm_weights
+
+
+# The files whose end-to-end tests take minutes, longest first (`--durations` in the test command lists them).
+# With `-n 2 --dist loadfile` a file is one unit of work handed out in collection order: one of these collected
+# last runs alone at the end while the other worker idles, so they are handed out first.
+LONG_FILES = ("tests/envs/test_demo.py", "tests/envs/test_toy_vlm.py", "tests/eval/test_libero_smoke.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve()
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+        return LONG_FILES.index(rel) if rel in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: every file keeps its tests' order
