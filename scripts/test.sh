@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/libero/setup_libero.sh >/dev/null
-exec .venv/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider --durations=15 "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -p no:cacheprovider --durations=15 "$@"

@@ -134,9 +134,11 @@ def write_timm_weights():
 
 
 # The files whose end-to-end tests take minutes, longest first (`--durations` in the test command lists them).
-# With `-n 2 --dist loadfile` a file is one unit of work handed out in collection order: one of these collected
-# last runs alone at the end while the other worker idles, so they are handed out first.
-LONG_FILES = ("tests/envs/test_demo.py", "tests/envs/test_toy_vlm.py", "tests/eval/test_libero_smoke.py")
+# With `-n 2 --dist loadfile --no-loadscope-reorder` (scripts/test.sh) a file is one unit of work handed out in
+# collection order: one of these collected last runs alone at the end while the other worker idles, so they are
+# handed out first. (Without --no-loadscope-reorder, xdist orders files by their number of tests instead.)
+LONG_FILES = ("tests/envs/test_demo.py", "tests/envs/test_toy_vlm.py", "tests/eval/test_libero_smoke.py",
+              "tests/scripts/test_gpu_check_smoke.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -258,6 +258,7 @@ def generate_data(cfg: DemoConfig) -> Path:
     return data_root
 
 
+MARKER = "demo.json"  # in a run directory: what its policy was trained with (--max_steps only extends a run)
 TIMING = "demo_seconds.json"  # the seconds spent producing a directory's contents (kept when it is reused)
 
 
@@ -304,24 +305,54 @@ def _checkpoints(run_dir: Path) -> list[str]:
     return sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
 
 
-def train(cfg: DemoConfig, data_root: Path) -> Path:
+def train(cfg: DemoConfig, data_root: Path) -> list[Path]:
     """The head's policy: its warm-start runs, each fine-tuned from the one before, then its own run (`cfg.runs`).
-    Each is reused when it exists for the same settings; returns the policy's run directory."""
-    base_dir = None
-    for run in cfg.runs:
-        base_dir = _train_run(cfg, run, data_root, base_dir)
-    return base_dir
+    Each is reused when it exists for the same settings, a warm-start run also when another head's run under out_dir
+    is the same run (`_same_finished_run`). Returns the directories of every run; the last holds the policy."""
+    dirs: list[Path] = []
+    for i, run in enumerate(cfg.runs):
+        dirs.append(_train_run(cfg, run, data_root, dirs[-1] if dirs else None, warm_start=i < len(cfg.runs) - 1))
+    return dirs
 
 
-def _train_run(cfg: DemoConfig, run: TrainRun, data_root: Path, base_dir: Path | None) -> Path:
+def _finished_steps(run_dir: Path) -> int | None:
+    """The steps of a run that finished them all (its final checkpoint saved); None for an unfinished one."""
+    config = run_dir / "config.json"
+    steps = json.loads(config.read_text())["vla"].get("max_steps") if config.is_file() else None
+    if steps is None:
+        return None
+    return steps if any(c.startswith(f"step-{steps:06d}-") for c in _checkpoints(run_dir)) else None
+
+
+def _same_finished_run(cfg: DemoConfig, run: TrainRun, wanted: dict) -> Path | None:
+    """A finished run under out_dir, other than `run`'s, trained with the same settings, base and steps: e.g. with
+    --compare bins-parallel,l1-regression the L1 head's warm start (bins 8000 -> bins-parallel 4000) is the
+    bins-parallel head's whole training, so it is trained once."""
+    same = {k: v for k, v in wanted.items() if k != "steps"}  # (steps: compared as trained, below)
+    for marker in sorted(cfg.out_dir.rglob(MARKER)):
+        found = marker.parent
+        if found == run.run_dir or not (found / "config.json").is_file():
+            continue
+        recorded = {k: v for k, v in json.loads(marker.read_text()).items() if k != "steps"}
+        if recorded == same and run.steps is not None and _finished_steps(found) == run.steps:
+            return found
+    return None
+
+
+def _train_run(cfg: DemoConfig, run: TrainRun, data_root: Path, base_dir: Path | None, warm_start: bool) -> Path:
     run_dir = run.run_dir
-    marker = run_dir / "demo.json"  # what the policy was trained with (--max_steps only extends a run)
+    marker = run_dir / MARKER
     wanted = {"seed": cfg.seed, "image_size": cfg.image_size, "train_config": _sha256([run.recipe]),
               "head_flags": head_flags(run), "data": json.loads((data_root / "demos.json").read_text()),
               "base_weights": _sha256([base_dir / "checkpoints" / c for c in _checkpoints(base_dir)]) if base_dir else None}  # fmt: skip
     if cfg.max_steps is None and run.steps is not None:  # a head's own steps (absent otherwise: older runs stay reusable)
         wanted["steps"] = run.steps
-    if run_dir.exists() and (not marker.is_file() or json.loads(marker.read_text()) != wanted):
+    reusable = marker.is_file() and json.loads(marker.read_text()) == wanted
+    if warm_start and not reusable and (found := _same_finished_run(cfg, run, wanted)) is not None:
+        # A head's own run always trains in its directory (its evaluations go next to it); a warm start is only a base.
+        print(f"  reusing {found}: the same run as this warm start ({run.head}, {run.steps} steps)")
+        return found
+    if run_dir.exists() and not reusable:
         print(f"  retraining: {run_dir} holds a policy trained with other settings (seed, resolution, recipe, head, "
               "steps, learning rate, warm start or data)")  # fmt: skip
         shutil.rmtree(run_dir)
@@ -455,7 +486,8 @@ def run_head(cfg: DemoConfig, data_root: Path) -> dict:
     origin = "from random weights" if len(runs) == 1 else "warm-started: " + " -> ".join(
         f"{r.head} ({r.steps if r.steps is not None else 'recipe'} steps)" for r in runs)
     step_banner(2, f"training a tiny VLA with vla-scripts/train.py: {cfg.head} head, chunks of {cfg.chunk}, {origin}")
-    run_dir = train(cfg, data_root)
+    run_dirs = train(cfg, data_root)
+    run_dir = run_dirs[-1]
     step_banner(3, f"closed-loop evaluation, {cfg.eval_episodes} held-out seeds per condition "
                    f"({cfg.open_loop} of each chunk of {cfg.chunk} executed)")  # fmt: skip
     report = evaluate(cfg, run_dir)
@@ -464,11 +496,11 @@ def run_head(cfg: DemoConfig, data_root: Path) -> dict:
     # (of the warm-start runs too) and the evaluation's episodes.
     seconds = {"data": recorded_seconds(data_root)}
     if len(runs) > 1:
-        seconds["train_warm_start"] = sum(recorded_seconds(r.run_dir) for r in runs[:-1])
+        seconds["train_warm_start"] = sum(recorded_seconds(d) for d in run_dirs[:-1])  # (a shared run counts for each head)
     seconds.update(train=recorded_seconds(run_dir), eval=report.pop("eval_seconds"))
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     report = {"head": cfg.head, "chunk_len": cfg.chunk, "open_loop_steps": cfg.open_loop, "init": cfg.init_from,
-              "training_runs": [{"head": r.head, "chunk_len": r.chunk, "steps": r.steps, "run_dir": str(r.run_dir)} for r in runs],
+              "training_runs": [{"head": r.head, "chunk_len": r.chunk, "steps": r.steps, "run_dir": str(d)} for r, d in zip(runs, run_dirs)],
               **report,
               "target": {"met": ok, "text": text}, "stage_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
               "training_curves": str(run_dir / "curves.png"), "config": {k: str(v) for k, v in asdict(cfg).items()}}  # fmt: skip

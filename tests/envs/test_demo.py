@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,34 @@ def test_the_bin_head_trains_with_the_recipe_alone_and_chunked_heads_name_their_
     assert demo.head_flags(replanning.runs[-1])[-4:] == ["--vla.chunk_len", "4", "--vla.action_dim", "7"] and replanning.open_loop == 1
 
 
+def _fake_run(run_dir: Path, marker: dict, max_steps: int, saved: int) -> Path:
+    """A run directory as vla-scripts/train.py leaves it, with its demo marker: config and the last checkpoint."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "demo.json").write_text(json.dumps(marker))
+    (run_dir / "config.json").write_text(json.dumps({"vla": {"max_steps": max_steps}}))
+    (run_dir / "checkpoints" / f"step-{saved:06d}-epoch-00-loss=1.0000.pt").write_bytes(b"")
+    return run_dir
+
+
+def test_a_warm_start_uses_the_same_finished_run_of_another_head(tmp_path):
+    cfg = demo.DemoConfig(out_dir=tmp_path, head="l1-regression")
+    first = cfg.runs[0]  # bins, 8000 steps, from random weights
+    wanted = {"seed": 7, "head_flags": [], "base_weights": None, "steps": 8000}
+    bp_first = _fake_run(tmp_path / "bins-parallel" / "warm-start-1-bins", wanted, 8000, 8000)
+    assert demo._same_finished_run(cfg, first, wanted) == bp_first
+    # the bin head's own run (its marker records no steps: the recipe's) is the same run when it trained 8000 steps
+    shutil.rmtree(bp_first)
+    own = _fake_run(tmp_path / "policy", {k: v for k, v in wanted.items() if k != "steps"}, 8000, 8000)
+    assert demo._same_finished_run(cfg, first, wanted) == own
+    shutil.rmtree(own)
+    # never: an unfinished run, other steps, other settings, or the run's own directory
+    _fake_run(tmp_path / "policy", wanted, 8000, 7000)
+    _fake_run(tmp_path / "a", wanted, 12000, 12000)
+    _fake_run(tmp_path / "b", {**wanted, "seed": 8}, 8000, 8000)
+    _fake_run(first.run_dir, wanted, 8000, 8000)
+    assert demo._same_finished_run(cfg, first, wanted) is None
+
+
 def _report(head: str, chunk: int, executed: int, policy: int, swapped: int, speed: float | None, minutes: float) -> dict:
     from prismatic.eval.stats import SuccessStats
 
@@ -105,7 +134,8 @@ def test_comparison_table_and_chart(tmp_path):
 @pytest.mark.timeout(1200)  # three end-to-end runs (~4 CPU-minutes): the suite's 600 s catches hangs, not this
 def test_the_demo_runs_every_stage_compares_heads_and_resumes(tmp_path):
     """The main job at toy scale, three invocations: --compare bins,l1-regression (one dataset; the bin policy trained
-    and evaluated; the L1 head warm-started (bins -> bins-parallel -> L1) and evaluated; the table, the JSON, the chart,
+    and evaluated; the L1 head warm-started (bins, the same run as the bin policy at 3 steps -> bins-parallel -> L1) and
+    evaluated; the table, the JSON, the chart,
     the videos); one head
     on its own with its chunks executed differently (everything reused, only that evaluation redone); another
     training seed (the policy trained and evaluated again)."""
@@ -130,7 +160,10 @@ def test_the_demo_runs_every_stage_compares_heads_and_resumes(tmp_path):
     # the L1 head was warm-started with its own runs, whose training counts in its minutes
     assert (bins["init"], l1["init"]) == ("scratch", "warm-start")
     assert "warm-started: bins (3 steps) -> bins-parallel (3 steps) -> l1-regression (3 steps)" in proc.stdout
-    warm = [out / "l1-regression" / "warm-start-1-bins", out / "l1-regression" / "warm-start-2-bins-parallel"]
+    # at 3 steps its first warm-start run is the bin head's whole training: trained once
+    assert f"reusing {out / 'policy'}: the same run as this warm start (bins, 3 steps)" in proc.stdout
+    assert not (out / "l1-regression" / "warm-start-1-bins").exists()
+    warm = [out / "policy", out / "l1-regression" / "warm-start-2-bins-parallel"]
     assert [r["run_dir"] for r in l1["training_runs"]] == [str(p) for p in (*warm, out / "l1-regression" / "policy")]
     assert l1["stage_seconds"]["train_warm_start"] == pytest.approx(sum(demo.recorded_seconds(p) for p in warm), abs=0.1)
     assert all(demo.recorded_seconds(p) > 0 for p in warm)
