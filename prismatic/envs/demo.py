@@ -331,7 +331,7 @@ def _same_finished_run(cfg: DemoConfig, run: TrainRun, wanted: dict) -> Path | N
     same = {k: v for k, v in wanted.items() if k != "steps"}  # (steps: compared as trained, below)
     for marker in sorted(cfg.out_dir.rglob(MARKER)):
         found = marker.parent
-        if found == run.run_dir or not (found / "config.json").is_file():
+        if found == run.run_dir:
             continue
         recorded = {k: v for k, v in json.loads(marker.read_text()).items() if k != "steps"}
         if recorded == same and run.steps is not None and _finished_steps(found) == run.steps:
