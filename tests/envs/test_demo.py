@@ -41,15 +41,15 @@ def test_head_settings_are_checked_with_the_choices():
     assert "--compare needs at least two different heads" in _problems(compare="bins,bins")
     assert "--compare runs each head it names with its demo defaults: drop --head" in _problems(
         compare="bins,l1-regression", open_loop_steps=2)
-    assert "--open_loop_steps must be 1..8 (the chunk length" in _problems(head="l1-regression", open_loop_steps=9)
-    assert "--open_loop_steps must be 1..4" in _problems(head="l1-regression", chunk_len=4, open_loop_steps=5)
+    assert "--open_loop_steps must be 1..4 (the chunk length" in _problems(head="l1-regression", open_loop_steps=5)
+    assert "--open_loop_steps must be 1..8" in _problems(head="l1-regression", chunk_len=8, open_loop_steps=9)
     assert "--chunk_len must be >= 1" in _problems(head="l1-regression", chunk_len=0)
     assert "--open_loop_steps must be 1..1" in _problems(open_loop_steps=2)  # the bin head predicts one action
     assert "--init must be one of warm-start, scratch, got 'bins'" in _problems(head="l1-regression", init="bins")
     assert ("--init warm-start: the bins head has no warm-start runs (it trains from random weights); heads with them: "
             "bins-parallel, l1-regression") in _problems(init="warm-start")  # fmt: skip
     assert "--finetune_config /nowhere.yaml does not exist" in _problems(head="l1-regression", finetune_config=Path("/nowhere.yaml"))
-    demo.validate(demo.DemoConfig(head="l1-regression", chunk_len=4, open_loop_steps=4))  # valid: no exception
+    demo.validate(demo.DemoConfig(head="l1-regression", chunk_len=8, open_loop_steps=8))  # valid: no exception
     demo.validate(demo.DemoConfig(head="bins-parallel", init="scratch", finetune_config=Path("/nowhere.yaml")))  # unused
 
 
