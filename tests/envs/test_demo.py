@@ -134,11 +134,10 @@ def test_comparison_table_and_chart(tmp_path):
 @pytest.mark.timeout(1200)  # three end-to-end runs (~4 CPU-minutes): the suite's 600 s catches hangs, not this
 def test_the_demo_runs_every_stage_compares_heads_and_resumes(tmp_path):
     """The main job at toy scale, three invocations: --compare bins,l1-regression (one dataset; the bin policy trained
-    and evaluated; the L1 head warm-started (bins, the same run as the bin policy at 3 steps -> bins-parallel -> L1) and
-    evaluated; the table, the JSON, the chart,
-    the videos); one head
-    on its own with its chunks executed differently (everything reused, only that evaluation redone); another
-    training seed (the policy trained and evaluated again)."""
+    and evaluated; the L1 head warm-started (bins, the same run as the bin policy at 3 steps -> bins-parallel -> L1)
+    and evaluated; the table, the JSON, the chart, the videos); one head on its own with its chunks executed
+    differently (everything reused, only that evaluation redone); another training seed (the policy trained and
+    evaluated again)."""
     out = tmp_path / "demo"
     base = [sys.executable, str(REPO / "vla-scripts" / "tabletop_demo.py"), "--out_dir", str(out), "--num_demos", "12",
             "--max_steps", "3", "--eval_episodes", "3", "--video_episodes", "1"]  # fmt: skip
