@@ -17,7 +17,7 @@ ids. `pixel_values` stacks the cameras on the channel axis in `cameras` order (e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from prismatic.models.action_tokenizer import ActionTokenizer
 from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
 
 PLACEHOLDER_ID = 1  # parallel heads' inference slots (OpenVLA-OFT's id; their embeddings are zeroed)
+PROMPT_CACHE_SIZE = 65_536  # instructions whose prompt ids an encoder keeps (every frame of an episode shares one)
 
 
 class EncodingError(ValueError):
@@ -78,6 +79,7 @@ class SampleEncoder:
     action_dim: int | None = None  # None: any (the bins head reads it from the statistics)
     parallel: bool = False  # inference slots are placeholders predicted in one pass
     predict_stop_token: bool = True
+    _prompt_cache: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         get_prompt_builder(self.prompt_builder)  # fail now on an unknown name (lists the valid ones)
@@ -106,10 +108,19 @@ class SampleEncoder:
 
     # -- text ---------------------------------------------------------------------------------------
     def prompt_ids(self, instruction: str) -> list[int]:
-        """BOS (as the tokenizer adds it) + the prompt up to "Out:" (what the processor tokenises)."""
-        builder = get_prompt_builder(self.prompt_builder)
-        text = builder.get_potential_prompt(VLA_QUESTION.format(instruction=vla_instruction(instruction)))
-        return list(self.tokenizer(text, add_special_tokens=True).input_ids)
+        """BOS (as the tokenizer adds it) + the prompt up to "Out:" (what the processor tokenises).
+
+        Cached per instruction: tokenising was a third of a small model's per-sample input work, and the frames of
+        an episode share their instruction (the oldest entry goes once PROMPT_CACHE_SIZE are kept)."""
+        ids = self._prompt_cache.get(instruction)
+        if ids is None:
+            builder = get_prompt_builder(self.prompt_builder)
+            text = builder.get_potential_prompt(VLA_QUESTION.format(instruction=vla_instruction(instruction)))
+            ids = tuple(self.tokenizer(text, add_special_tokens=True).input_ids)
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.pop(next(iter(self._prompt_cache)), None)
+            self._prompt_cache[instruction] = ids
+        return list(ids)
 
     def context_ids(self, instruction: str) -> list[int]:
         """Everything before the first action slot: the prompt and the empty token."""

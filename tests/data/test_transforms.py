@@ -93,6 +93,22 @@ def test_resize_matches_the_original_formula_eagerly_and_in_tf_data():
     assert np.all(resize_image(tf.constant(flat), (24, 24)).numpy() == 77)
 
 
+@pytest.mark.parametrize("hw", [(84, 84), (224, 224), (40, 48)])
+def test_resize_to_the_same_size_returns_the_original_formulas_output(hw):
+    """The shortcut for an image already at the target size gives what the original's Lanczos pass gives,
+    on noise (the worst case for ringing) and smooth images, with a static shape and a decoded (dynamic) one."""
+    rng = np.random.default_rng(hw[0])
+    for img in (rng.integers(0, 256, (*hw, 3), dtype=np.uint8), smooth_image(rng, *hw)):
+        ref = tf.image.resize(img, hw, method="lanczos3", antialias=True).numpy()
+        ref = np.clip(np.round(ref), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(resize_image(tf.constant(img), hw).numpy(), ref)
+        decoded = {"image_primary": tf.constant(encode_image(img, "png"))}
+        ds = tf.data.Dataset.from_tensors(decoded).map(
+            lambda o: decode_and_resize(o, resize_size={"primary": hw}, depth_resize_size={})
+        )
+        np.testing.assert_array_equal(next(iter(ds))["image_primary"].numpy(), ref)
+
+
 def test_decode_and_resize_handles_jpeg_png_and_padding():
     img = smooth_image(np.random.default_rng(1), 32, 32)
     obs = {

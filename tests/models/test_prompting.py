@@ -52,3 +52,30 @@ def test_turn_order_and_unknown_builder():
         pb.add_turn("gpt", "x")
     with pytest.raises(KeyError, match="choose one of: .*pure"):
         PROMPT_BUILDERS.get("nope")
+
+
+def test_prompt_ids_are_cached_per_instruction_as_fresh_lists_and_bounded(monkeypatch):
+    """The encoder's per-instruction cache gives the tokenizer's ids, a list the caller may change without
+    changing later answers, and keeps at most PROMPT_CACHE_SIZE instructions (the oldest goes first)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from prismatic.models import sample_encoder
+    from prismatic.models.action_tokenizer import ActionTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "assets" / "openvla-tiny" / "checkpoint")
+    calls = []
+    counting = type("Counting", (), {"__call__": lambda self, text, **kw: calls.append(text) or tokenizer(text, **kw),
+                                     "eos_token_id": tokenizer.eos_token_id})()  # fmt: skip
+    monkeypatch.setattr(sample_encoder, "PROMPT_CACHE_SIZE", 2)
+    encoder = sample_encoder.SampleEncoder(counting, lambda image: image, ActionTokenizer())
+    first = encoder.prompt_ids("pick up the cube")
+    assert first == tokenizer(build_vla_prompt("pick up the cube"), add_special_tokens=True).input_ids
+    first.append(-1)  # the caller's list, not the cache's
+    assert encoder.prompt_ids("pick up the cube") == first[:-1] and len(calls) == 1
+    encoder.prompt_ids("open the drawer")
+    encoder.prompt_ids("close the drawer")  # a third instruction: "pick up the cube" goes
+    assert list(encoder._prompt_cache) == ["open the drawer", "close the drawer"]
+    encoder.prompt_ids("pick up the cube")
+    assert len(calls) == 4
