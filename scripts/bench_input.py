@@ -21,8 +21,6 @@ noise hits both alike; the report gives medians of CPU microseconds per frame an
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -31,9 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402  (torch before TensorFlow: the other import order crashes in this stack)
-
-import prismatic  # noqa: E402
+import torch  # noqa: E402, F401  (torch before TensorFlow: the other import order crashes in this stack)
+from bench_common import machine_info, write_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,8 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     from prismatic.data.obs_transforms import decode_and_resize
     from prismatic.data.synthetic import encode_image
     from prismatic.envs import tabletop
-    from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
     from prismatic.models.action_tokenizer import ActionTokenizer
+    from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
     from prismatic.models.sample_encoder import SampleEncoder
 
     env = tabletop.TabletopEnv(image_size=a.size, num_objects=3)
@@ -122,17 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
         results[part] = {"cpu_us_per_frame_median": med, "rounds": {k: [round(x, 2) for x in v] for k, v in times.items()},
                          "speedup": round(base / new, 2)}  # fmt: skip
         print(f"{part:14s} " + "  ".join(f"{k} {v:8.1f} us/frame" for k, v in med.items()) + f"   {base / new:.2f}x")
-    report = {
-        "command": " ".join(["scripts/bench_input.py", *(argv if argv is not None else sys.argv[1:])]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "versions": {"prismatic": prismatic.__version__, "torch": torch.__version__, "tensorflow": tf.__version__,
-                     "python": platform.python_version()},  # fmt: skip
-        "results": results,
-    }
+    machine = {**machine_info("cpu"), "tensorflow": tf.__version__}
+    report = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}, "machine": machine,
+              "results": results}  # fmt: skip
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=2))
+        write_report(a.out, report)
     return report
 
 
