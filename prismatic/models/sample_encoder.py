@@ -110,8 +110,8 @@ class SampleEncoder:
     def prompt_ids(self, instruction: str) -> list[int]:
         """BOS (as the tokenizer adds it) + the prompt up to "Out:" (what the processor tokenises).
 
-        Cached per instruction: tokenising was a third of a small model's per-sample input work, and the frames of
-        an episode share their instruction (the oldest entry goes once PROMPT_CACHE_SIZE are kept)."""
+        Cached per instruction: the frames of an episode share it, and tokenising it again cost 50-90 us per frame
+        (scripts/bench_input.py); the oldest entry goes once PROMPT_CACHE_SIZE are kept."""
         ids = self._prompt_cache.get(instruction)
         if ids is None:
             builder = get_prompt_builder(self.prompt_builder)
