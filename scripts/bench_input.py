@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> dict:
     from prismatic.data.synthetic import encode_image
     from prismatic.envs import tabletop
     from prismatic.models.action_tokenizer import ActionTokenizer
-    from prismatic.models.llm.prompting import VLA_QUESTION, get_prompt_builder, vla_instruction
     from prismatic.models.sample_encoder import SampleEncoder
 
     env = tabletop.TabletopEnv(image_size=a.size, num_objects=3)
@@ -94,10 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(REPO / "prismatic" / "assets" / "tokenizers" / "tabletop")
     encoder = SampleEncoder(tokenizer, lambda image: image, ActionTokenizer(vocab_size=len(tokenizer)))
 
-    def tokenize(instruction: str) -> list[int]:  # what prompt_ids did for every frame before the cache
-        text = get_prompt_builder("pure").get_potential_prompt(VLA_QUESTION.format(instruction=vla_instruction(instruction)))
-        return list(tokenizer(text, add_special_tokens=True).input_ids)
-
+    tokenize = encoder._tokenize_prompt  # what prompt_ids did for every frame before the cache
     if [encoder.prompt_ids(i) for i in instructions] != [tokenize(i) for i in instructions]:
         raise RuntimeError("cached prompt ids differ from the tokenizer's")
     calls = instructions * max(1, 4096 // len(instructions))  # enough calls for the CPU clock to see the cached ones

@@ -114,13 +114,17 @@ class SampleEncoder:
         (scripts/bench_input.py); the oldest entry goes once PROMPT_CACHE_SIZE are kept."""
         ids = self._prompt_cache.get(instruction)
         if ids is None:
-            builder = get_prompt_builder(self.prompt_builder)
-            text = builder.get_potential_prompt(VLA_QUESTION.format(instruction=vla_instruction(instruction)))
-            ids = tuple(self.tokenizer(text, add_special_tokens=True).input_ids)
+            ids = tuple(self._tokenize_prompt(instruction))
             if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
                 self._prompt_cache.pop(next(iter(self._prompt_cache)), None)
             self._prompt_cache[instruction] = ids
         return list(ids)
+
+    def _tokenize_prompt(self, instruction: str) -> list[int]:
+        """`prompt_ids` without the cache."""
+        builder = get_prompt_builder(self.prompt_builder)
+        text = builder.get_potential_prompt(VLA_QUESTION.format(instruction=vla_instruction(instruction)))
+        return list(self.tokenizer(text, add_special_tokens=True).input_ids)
 
     def context_ids(self, instruction: str) -> list[int]:
         """Everything before the first action slot: the prompt and the empty token."""
